@@ -1,1 +1,5 @@
+"""Video file I/O."""
 
+from .mp4 import Mp4Writer, read_video, write_mp4
+
+__all__ = ["Mp4Writer", "read_video", "write_mp4"]
