@@ -1,0 +1,117 @@
+"""Prompt -> text embeddings, through a UMT5 encoder (Wan2.1's text encoder class at every scale).
+
+Prompts are tokenized, padded to `max_length`, encoded, and the padded positions are zeroed (Wan's
+convention; there is no cross-attention mask). Embeddings are cached per prompt, so a timeline that
+returns to a prompt, or a demo that repeats one, pays nothing.
+
+The shipped small model uses a word-level tokenizer built from the world's grammar; a word outside
+its vocabulary is refused with the list of words it knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import OrderedDict
+
+import torch
+from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+logger = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 2000
+SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+
+
+class PromptError(ValueError):
+    """A prompt the text encoder cannot take."""
+
+
+def word_level_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
+    """A lower-casing, whitespace-splitting tokenizer over `words`, appending </s> like T5's."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_umt5_config(vocab_size: int, d_model: int) -> UMT5Config:
+    return UMT5Config(vocab_size=vocab_size, d_model=d_model, d_kv=max(8, d_model // 4), d_ff=2 * d_model,
+                      num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                      relative_attention_max_distance=32, dropout_rate=0.0, pad_token_id=0, eos_token_id=1)
+
+
+class TextEncoder:
+    def __init__(self, model: UMT5EncoderModel, tokenizer, max_length: int, device: str | torch.device = "cpu",
+                 word_level: bool = False, cache_size: int = 256):
+        self.model = model.eval().to(device)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.word_level = word_level
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.cache_size = cache_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.d_model
+
+    def known_words(self) -> list[str]:
+        return [w for w, _ in sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+                if w not in SPECIAL_TOKENS]
+
+    def check(self, prompt: str) -> list[int]:
+        """Validate a prompt and return its token ids (with </s>)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PromptError(f"prompt must be a non-empty string, got {prompt!r}")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise PromptError(f"prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+        if self.word_level:
+            known = set(self.known_words())
+            unknown = [w for w in re.findall(r"\S+", prompt.lower()) if w not in known]
+            if unknown:
+                raise PromptError(f"this model does not know the word(s) {unknown}; it knows: "
+                                  f"{', '.join(self.known_words())}")
+        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        if len(ids) > self.max_length:
+            raise PromptError(f"prompt is {len(ids)} tokens long; the limit is {self.max_length} tokens")
+        return ids
+
+    @torch.no_grad()
+    def encode(self, prompt: str) -> torch.Tensor:
+        """[1, max_length, dim] float32 on the encoder's device; padded positions are exactly zero."""
+        if prompt in self._cache:
+            self._cache.move_to_end(prompt)
+            return self._cache[prompt]
+        ids = self.check(prompt)
+        input_ids = torch.zeros(1, self.max_length, dtype=torch.long)
+        input_ids[0, : len(ids)] = torch.tensor(ids)
+        mask = torch.zeros_like(input_ids)
+        mask[0, : len(ids)] = 1
+        hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+        hidden = (hidden.float() * mask.to(hidden.device)[..., None]).contiguous()  # [1, L, D], padding zeroed
+        self._cache[prompt] = hidden
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return hidden
+
+    def save_pretrained(self, path: str) -> None:
+        self.model.save_pretrained(os.path.join(path, "text_encoder"))
+        self.tokenizer.save_pretrained(os.path.join(path, "tokenizer"))
+
+    @classmethod
+    def from_pretrained(cls, path: str, max_length: int, word_level: bool, device="cpu") -> "TextEncoder":
+        model = UMT5EncoderModel.from_pretrained(os.path.join(path, "text_encoder"))
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(os.path.join(path, "tokenizer"))
+        return cls(model, tokenizer, max_length, device, word_level=word_level)

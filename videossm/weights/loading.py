@@ -1,0 +1,95 @@
+"""Build a VideoSSMPipeline from a preset name (fresh, untrained weights) or a checkpoint folder of ours."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from diffusers import AutoencoderKLWan
+from transformers import UMT5EncoderModel
+
+from ..config import MODEL_PRESETS, ConfigError, ModelConfig, StreamConfig, get_model_config
+from ..models.text_encoder import TextEncoder, tiny_umt5_config, word_level_tokenizer
+from ..models.transformer import VideoSSMTransformer
+from ..models.vae import StreamingDecoder, tiny_vae_config
+from ..world.grammar import vocabulary
+from .checkpoint import (TRANSFORMER_NAME, CheckpointError, check_state_dict, load_safetensors, read_config,
+                         save_transformer, write_config)
+
+logger = logging.getLogger(__name__)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _stream_config(base: StreamConfig, memory: str | None, overrides: dict) -> StreamConfig:
+    changes = {k: v for k, v in dict(memory=memory, **overrides).items() if v is not None}
+    return base.replace(**changes) if changes else base.validate()
+
+
+def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | None, dtype, seed: int, **overrides):
+    """A freshly initialised model of a preset: it runs the whole code path but generates noise."""
+    config = get_model_config(preset)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = VideoSSMTransformer(config)
+        tokenizer = word_level_tokenizer(vocabulary())
+        text_model = UMT5EncoderModel(tiny_umt5_config(len(tokenizer), config.text_dim))
+        vae = AutoencoderKLWan(**tiny_vae_config(z_dim=config.in_channels))
+    transformer = transformer.to(device, dtype or default_dtype(device))
+    text_encoder = TextEncoder(text_model, tokenizer, config.text_len, device, word_level=True)
+    stream_config = _stream_config(StreamConfig(), memory, overrides)
+    logger.warning("model %r is freshly initialised: it is UNTRAINED and generates noise", preset)
+    return pipe_cls(transformer, text_encoder, StreamingDecoder(vae.to(device)), stream_config, name=preset,
+                    trained=False, description=f"untrained {preset} preset (seed {seed})")
+
+
+def load_folder(pipe_cls, path: str, device: torch.device, memory: str | None, dtype, **overrides):
+    config = read_config(path)
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+        stream_defaults = StreamConfig(**config.get("stream", {}))
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{os.path.join(path, 'videossm_config.json')}: bad config ({e})") from None
+    transformer = VideoSSMTransformer(model_config)
+    weights_path = os.path.join(path, TRANSFORMER_NAME)
+    state_dict = load_safetensors(weights_path)
+    check_state_dict(state_dict, transformer, weights_path)
+    transformer.load_state_dict(state_dict)
+    transformer = transformer.to(device, dtype or default_dtype(device))
+    te = config.get("text_encoder", {})
+    for sub in ("text_encoder", "tokenizer"):
+        if not os.path.isdir(os.path.join(path, sub)):
+            raise CheckpointError(f"{os.path.join(path, sub)}: not found (the checkpoint's text encoder)")
+    text_encoder = TextEncoder.from_pretrained(path, te.get("max_length", model_config.text_len),
+                                               te.get("word_level", False), device)
+    vae_dir = os.path.join(path, "vae")
+    if not os.path.isdir(vae_dir):
+        raise CheckpointError(f"{vae_dir}: not found (the checkpoint's VAE)")
+    decoder = StreamingDecoder(AutoencoderKLWan.from_pretrained(vae_dir).to(device))
+    stream_config = _stream_config(stream_defaults, memory, overrides)
+    name = config.get("name", os.path.basename(os.path.normpath(path)))
+    return pipe_cls(transformer, text_encoder, decoder, stream_config, name=name,
+                    trained=bool(config.get("trained", False)), description=config.get("description", ""))
+
+
+def load_pipeline(pipe_cls, name_or_path: str, device: torch.device, memory=None, dtype=None, seed=0, **overrides):
+    if os.path.isdir(name_or_path):
+        return load_folder(pipe_cls, name_or_path, device, memory, dtype, **overrides)
+    if name_or_path in MODEL_PRESETS:
+        return random_pipeline(pipe_cls, name_or_path, device, memory, dtype, seed, **overrides)
+    raise ConfigError(f"unknown model {name_or_path!r}: not a folder, and not one of the presets "
+                      f"{', '.join(MODEL_PRESETS)}")
+
+
+def save_pipeline(pipe, path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+    save_transformer(pipe.transformer, os.path.join(path, TRANSFORMER_NAME))
+    pipe.text_encoder.save_pretrained(path)
+    if pipe.decoder is not None:
+        pipe.decoder.vae.save_pretrained(os.path.join(path, "vae"))
+    write_config(path, pipe.model_config, pipe.stream_config, trained=pipe.trained, description=pipe.description,
+                 text_encoder={"max_length": pipe.text_encoder.max_length, "word_level": pipe.text_encoder.word_level},
+                 vae={}, extra={"name": pipe.name})
