@@ -75,11 +75,16 @@ def memory_state_matrix_form(k, v, beta, alpha, frames, heads) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_forward(model, latents, timesteps, text_per_frame, groups, sink, recent, rope_mode, use_memory,
-                      memory_override=None):
+                      frame_ids=None, memory_for_group=None):
     """latents [1, C, F, h, w]; timesteps [F]; text_per_frame: list of [1, L, text_dim] per frame;
-    groups: list of frame lists (query groups, in time order). Returns velocity [1, C, F, h, w] and, per
-    layer, the memory state [H, V, K] of the last group. `memory_override[layer]` replaces the computed
-    state (used where the memory came from frames that are not in the sequence)."""
+    groups: lists of sequence positions (query groups, in time order). Returns velocity [1, C, F, h, w]
+    and, per layer, the memory state [H, V, K] of the last group.
+
+    frame_ids: the absolute frame index of each sequence position (default: 0..F-1); frames missing
+    from the sequence are simply not visible. memory_for_group(group_index, layer) may return a state
+    [H, V, K] to use instead of the recurrence (a memory built from frames outside the sequence)."""
+    frame_ids = list(range(latents.shape[2])) if frame_ids is None else list(frame_ids)
+    seq_of = {f: i for i, f in enumerate(frame_ids)}
     cfg = model.config
     heads, dhead = cfg.num_attention_heads, cfg.attention_head_dim
     _, _, nf, lh, lw = latents.shape
@@ -109,27 +114,28 @@ def reference_forward(model, latents, timesteps, text_per_frame, groups, sink, r
         alpha = -mem.A_log.exp() * F.softplus(hn @ mem.alpha_proj.weight.T + mem.dt_bias)
         out = torch.zeros_like(q)
         state = None
-        for group in groups:
-            visible, evicted = frame_sets(group[0], sink, recent)
+        for group_index, group in enumerate(groups):
+            visible, evicted = frame_sets(frame_ids[group[0]], sink, recent)
+            visible = [seq_of[f] for f in visible if f in seq_of]
+            evicted = [seq_of[f] for f in evicted if f in seq_of]
             frames = visible + list(group)
-            pos = torch.tensor(list(range(len(frames))) if rope_mode == "relative" else frames)
+            pos = torch.tensor(list(range(len(frames))) if rope_mode == "relative" else [frame_ids[i] for i in frames])
             qg = rope_complex(q[group], pos[len(visible):], hp, wp, cfg.rope_theta).reshape(-1, heads, dhead)
             kg = rope_complex(k[frames], pos, hp, wp, cfg.rope_theta).reshape(-1, heads, dhead)
             vg = v[frames].reshape(-1, heads, dhead)
             logits = torch.einsum("qhd,khd->hqk", qg, kg) / math.sqrt(dhead)
             local = torch.einsum("hqk,khd->qhd", logits.softmax(-1), vg)  # [Nq, H, D]
             if use_memory:
-                if memory_override is not None:
-                    state = memory_override[layer_index]
-                else:
+                state = memory_for_group(group_index, layer_index) if memory_for_group else None
+                if state is None:
                     state = memory_state_matrix_form(k, v, beta, alpha, evicted, heads)  # [H, V, K]
                 qn = q[group].reshape(-1, heads, dhead).double()
                 qn = qn / qn.norm(dim=-1, keepdim=True).clamp_min(1e-6)
                 read = torch.einsum("hvk,qhk->qhv", state, qn * dhead**-0.5)
                 read = read * torch.rsqrt(read.pow(2).mean(-1, keepdim=True) + cfg.eps) * mem.out_norm.weight.double()
                 g_out = (hn[group] @ mem.out_gate.weight.T + mem.out_gate.bias).reshape(-1, heads, dhead).double()
-                gam = torch.cat([gamma_of(f, mem.router_weight, mem.router_bias, cfg.router_horizon_frames)
-                                 .repeat(hp * wp) for f in group]).double()[:, None, None]
+                gam = torch.cat([gamma_of(frame_ids[i], mem.router_weight, mem.router_bias, cfg.router_horizon_frames)
+                                 .repeat(hp * wp) for i in group]).double()[:, None, None]
                 local = local + (F.silu(g_out * read) * gam).float()
             out[group] = local.reshape(len(group), -1, heads, dhead)
         final_states.append(state)

@@ -169,7 +169,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # For unit tests: a few tokens per frame, two layers.
     "test": ModelConfig(
         name="test", num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
-        text_dim=16, freq_dim=16, ffn_dim=64, num_layers=2, height=32, width=32, text_len=8,
+        text_dim=16, freq_dim=16, ffn_dim=64, num_layers=2, height=32, width=32, text_len=16,
         router_horizon_frames=24,
     ),
     # Wan2.1-T2V-1.3B (../shared/REFERENCE.md section 2): 832x480, 1560 tokens per latent frame.
