@@ -90,11 +90,9 @@ def print_table(results: dict, args) -> None:
 
 def latency_over_time(stats: dict, points: int = 8) -> list[tuple[float, float]]:
     blocks = stats["per_block"]
-    fps = stats["frames"] / max(stats["seconds"], 1e-9) if stats.get("frames") else 16
-    frames_per_block = max(1, round(stats["seconds"] * fps / max(len(blocks), 1)))
     out = []
     for i in range(points):
         centre = min(len(blocks) - 1, 1 + round(i * (len(blocks) - 2) / max(points - 1, 1)))
         window = blocks[max(1, centre - 2): centre + 3] or blocks[-1:]
-        out.append((centre * frames_per_block / 16, 1000 * statistics.median(b["seconds"] for b in window)))
+        out.append((centre / len(blocks) * stats["seconds"], 1000 * statistics.median(b["seconds"] for b in window)))
     return out
