@@ -131,6 +131,6 @@ def test_generate_checks_its_own_inputs(served):
     generate = make_generate(served[0])
     for args, message in [(("a cat", 30, "hybrid", 0), "seconds"), (("a cat", float("nan"), "hybrid", 0), "seconds"),
                           (("a cat", 1, "nope", 0), "memory"), (("a cat", 1, "hybrid", 1.5), "seed"),
-                          (("", 1, "hybrid", 0), "empty"), ((None, 1, "hybrid", 0), "")]:
+                          (("", 1, "hybrid", 0), "empty"), ((None, 1, "hybrid", 0), "bad input")]:
         with pytest.raises(gr.Error, match=message):
             next(generate(*args))
