@@ -199,3 +199,14 @@ def test_bad_configs(pipe):
     with pytest.raises(ConfigError, match="unknown rope mode"):
         StreamConfig(rope="alibi").validate()
     assert math.isfinite(StreamConfig().validate().shift)
+
+
+def test_text_encoder_zeroes_padding_and_caches(pipe):
+    encoder = pipe.text_encoder
+    emb = encoder.encode(PROMPT)
+    n_tokens = len(encoder.check(PROMPT))
+    assert emb.shape == (1, pipe.model_config.text_len, pipe.model_config.text_dim)
+    assert emb[0, :n_tokens].abs().sum(-1).gt(0).all()
+    assert torch.equal(emb[0, n_tokens:], torch.zeros_like(emb[0, n_tokens:]))
+    assert encoder.encode(PROMPT) is emb  # cached per prompt
+    assert encoder.encode(PROMPT.upper()) is not emb and torch.equal(encoder.encode(PROMPT.upper()), emb)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections import OrderedDict
 
 import torch
@@ -58,6 +59,7 @@ class TextEncoder:
         self.word_level = word_level
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_size = cache_size
+        self._lock = threading.Lock()  # one encoder serves every stream of the process
 
     @property
     def device(self) -> torch.device:
@@ -88,9 +90,13 @@ class TextEncoder:
             raise PromptError(f"prompt is {len(ids)} tokens long; the limit is {self.max_length} tokens")
         return ids
 
-    @torch.no_grad()
     def encode(self, prompt: str) -> torch.Tensor:
         """[1, max_length, dim] float32 on the encoder's device; padded positions are exactly zero."""
+        with self._lock:
+            return self._encode(prompt)
+
+    @torch.no_grad()
+    def _encode(self, prompt: str) -> torch.Tensor:
         if prompt in self._cache:
             self._cache.move_to_end(prompt)
             return self._cache[prompt]
