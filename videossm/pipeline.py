@@ -234,8 +234,6 @@ class VideoSSMPipeline:
         Timeline(timeline.segments, timeline.fps, max_seconds=seconds)  # every segment starts inside the video
         for prompt in timeline.prompts():
             self.text_encoder.check(prompt)  # fail before the first block, not in the middle
-        if self.name in ("self-forcing",) and stream_config.memory != "full":
-            logger.warning("%s was trained with global attention over 21 latent frames", self.name)
         return StreamHandle(self, timeline, seconds, seed, StreamingGenerator(self.transformer, stream_config),
                             decode, trace)
 
