@@ -44,7 +44,7 @@ def summarize(stats: dict) -> dict:
     return {
         "blocks": len(times), "first_frame_s": stats["first_frame_s"], "fps": stats["fps"],
         "block_ms_first10": 1000 * first, "block_ms_last10": 1000 * last, "latency_ratio": last / first,
-        "cache_mb_start": stats["per_block"][1]["cache_mb"] if len(times) > 1 else None,
+        "cache_mb_block10": stats["per_block"][min(10, len(times) - 1)]["cache_mb"],
         "cache_mb_end": stats["per_block"][-1]["cache_mb"], "peak_rss_mb": stats["peak_rss_mb"],
         "peak_gpu_mb": stats.get("peak_gpu_mb"),
     }
@@ -72,14 +72,15 @@ def run_bench(args) -> dict:
 
 
 def print_table(results: dict, args) -> None:
-    print(f"\nmodel {args.model}, decode {'off' if args.no_decode else 'on'}; block latency medians over blocks "
-          f"1-10 and the last 10; ratio = last/first")
+    print(f"\nmodel {args.model}, decode {'off' if args.no_decode else 'on'}, {results and next(iter(results.values()))['stats']['threads']} "
+          f"thread(s); block latency medians over blocks 1-10 and the last 10; ratio = last/first; "
+          f"fps = video frames per wall second{' (latents only)' if args.no_decode else ''}")
     header = f"{'mode':8} {'blocks':>6} {'first frame s':>13} {'fps':>7} {'ms first10':>10} {'ms last10':>9} " \
-             f"{'ratio':>6} {'cache MB start->end':>20} {'peak RSS MB':>11}"
+             f"{'ratio':>6} {'cache MB blk10->end':>20} {'peak RSS MB':>11}"
     print(header)
     for memory, r in results.items():
         s = r["summary"]
-        cache = f"{s['cache_mb_start'] or 0:.1f} -> {s['cache_mb_end']:.1f}"
+        cache = f"{s['cache_mb_block10']:.1f} -> {s['cache_mb_end']:.1f}"
         first = f"{s['first_frame_s']:.3f}" if s["first_frame_s"] is not None else "-"
         print(f"{memory:8} {s['blocks']:>6} {first:>13} {s['fps']:>7.1f} {s['block_ms_first10']:>10.1f} "
               f"{s['block_ms_last10']:>9.1f} {s['latency_ratio']:>6.3f} {cache:>20} {s['peak_rss_mb']:>11.0f}")

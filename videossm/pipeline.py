@@ -152,16 +152,18 @@ class StreamHandle:
                 latents = gen.generate_block(state)
                 next_time = self._block_time(state.frame_index)
                 self.timeline.lock_until(min(next_time, self.seconds))
-                frames, start = None, round(block_time * self.fps)
+                start = round(block_time * self.fps)
+                num_frames = max(0, min(self.total_frames, round(next_time * self.fps)) - start)
+                frames = None
                 if self.decode:
                     pixels = self.pipe.decoder.decode(state.decoder, latents)
-                    frames = to_uint8_frames(pixels)[: max(0, self.total_frames - start)]
-                    if stats.first_frame_s is None and len(frames):
-                        stats.first_frame_s = time.perf_counter() - stats.started
-                    stats.frames += len(frames)
+                    frames = to_uint8_frames(pixels)[:num_frames]
+                # without decoding, frames count the video frames the block's latents stand for
+                if stats.first_frame_s is None and num_frames:
+                    stats.first_frame_s = time.perf_counter() - stats.started
+                stats.frames += num_frames
                 seconds = time.perf_counter() - t0
-                stats.per_block.append({"index": b, "seconds": seconds, "frames": 0 if frames is None else len(frames),
-                                        "prompt": prompt})
+                stats.per_block.append({"index": b, "seconds": seconds, "frames": num_frames, "prompt": prompt})
                 yield StreamChunk(frames, latents, b, start, prompt, seconds, recached)
         finally:
             stats.finished = time.perf_counter()
