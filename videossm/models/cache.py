@@ -77,10 +77,10 @@ class LayerCache:
 
     def context(self, block: BlockContext, rotate) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Rotated keys and values of all cached tokens, computed once per block."""
-        cached = CachedTokens.cat(self.sink, self.recent)
-        if cached is None:
-            return None
         if self._context is None or self._context[0] != block.version:
+            cached = CachedTokens.cat(self.sink, self.recent)
+            if cached is None:
+                return None
             self._context = (block.version, rotate(cached.key, *block.context_rope), cached.value)
         return self._context[1], self._context[2]
 
