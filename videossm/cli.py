@@ -1,4 +1,4 @@
-"""`python -m videossm ...`: generate a video, or benchmark the stream."""
+"""`python -m videossm ...`: generate a video, benchmark the stream, or train a stage."""
 
 from __future__ import annotations
 
@@ -53,6 +53,39 @@ def load_pipe(args):
     return VideoSSMPipeline.from_pretrained(args.model, device=args.device, **stream_overrides(args))
 
 
+def add_train_vae_args(p: argparse.ArgumentParser) -> None:
+    """`train vae` options; the defaults are the shipped VAE config (see videossm/train/vae.py)."""
+    p.add_argument("--out", default="runs/vae", help="run folder: checkpoints, logs, plots, vae/, metrics.json")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=4, help="clips per step per process")
+    p.add_argument("--seconds", type=float, default=5.0, help="length of each rendered training clip")
+    p.add_argument("--frames", type=int, default=17, help="training window in frames, 1 + 4k")
+    p.add_argument("--size", type=int, default=128, help="frame size of the rendered clips (and of evaluation)")
+    p.add_argument("--crop", type=int, default=None, help="train on random square crops of this size (default: none)")
+    p.add_argument("--z-dim", type=int, default=16, help="latent channels (the transformer's in_channels)")
+    p.add_argument("--base-dim", type=int, default=4)
+    p.add_argument("--dim-mult", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4],
+                   help="channel multipliers per stage, comma-separated (default 1,2,4)")
+    p.add_argument("--patch", type=int, default=2, choices=(1, 2), help="pixel patchify (2: Wan2.2-style)")
+    p.add_argument("--res-blocks", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--logvar-init", type=float, default=-6.0, help="initial posterior log-variance (bias)")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--eval-clips", type=int, default=8, help="fixed clips per split (train, held-out)")
+    p.add_argument("--eval-frames", type=int, default=33)
+    p.add_argument("--stats-clips", type=int, default=16, help="training clips for latents_mean/std")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--resume", action="store_true",
+                   help="require a checkpoint in --out (a run always resumes from its latest one when present)")
+
+
 def cmd_generate(args) -> int:
     from tqdm import tqdm
 
@@ -104,6 +137,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import shlex
+
+    if args.stage == "vae":
+        from .train.vae import train_vae
+
+        args.command_line = "python -m videossm " + shlex.join(sys.argv[1:])
+        train_vae(args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m videossm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -131,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="write all results as JSON here")
     add_model_args(bench)
     bench.set_defaults(func=cmd_bench)
+
+    train = sub.add_parser("train", help="train a stage of the recipe (vae; teacher, causal, dmd, long to come)")
+    stages = train.add_subparsers(dest="stage", required=True)
+    vae = stages.add_parser("vae", help="stage 0: the tiny AutoencoderKLWan on the procedural world")
+    add_train_vae_args(vae)
+    vae.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,300 @@
+"""Stage 0: train the tiny `AutoencoderKLWan` on the procedural world.
+
+    python -m videossm train vae --out runs/vae --steps 600
+
+Data: clips rendered on the fly from the train split (`sample_training_clip`, all scenarios), a random
+window of `--frames` (1 + 4k) frames from each; the batch of step s on process r comes from
+numpy's default_rng([seed, r, s]), so a resumed run sees exactly the batches of an uninterrupted one.
+
+Loss: a KL-regularised autoencoder, as Wan's VAE. Training decodes a *sample* of diffusers' diagonal
+Gaussian posterior, so the decoder learns to tolerate small latent errors (the generator's latents are
+never exact); loss = L1(recon, x) + kl_weight * KL(posterior || N(0, 1)), both means over elements,
+with a small kl_weight (default 1e-4) that only keeps the latent scale bounded. Evaluation, the latent
+statistics and every later stage use the posterior mode (mean). The decoder output is not clamped
+during training (a clamp would stop gradients of out-of-range pixels); evaluation clamps, as decode does.
+
+Architecture: the default is chosen so that the streaming decode keeps up with the stream (the
+`tiny` transformer needs ~0.27 s per 12-frame block on one CPU thread, so the whole stream at
+>= 32 fps leaves the decoder well under 0.1 s per block). Plain Wan2.1 configs (patch 1, 4 stages)
+decode a 12-frame 128x128 block in 0.21 s (base_dim 4) to 0.6 s (base_dim 8): too slow. Wan2.2's
+2x2 pixel patchify (`patch_size=2`, 12 in/out channels) with one fewer down stage keeps the 8x
+spatial / 4x temporal latent geometry but runs the full-resolution stage at 64x64: see `vae_config`.
+
+At the end: EMA weights, per-channel `latents_mean` / `latents_std` of the posterior mode over
+training clips written into the VAE config (the generator's latents are then ~unit variance), the
+VAE saved with `save_pretrained(out/vae)`, PSNR on train and held-out-combination clips, the
+streaming decode time per block, and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+from ..config import ConfigError
+from ..models.vae import StreamingDecoder, to_uint8_frames, tiny_vae_config
+from ..world import sample_training_clip
+from .common import (EMA, Checkpointer, CSVLogger, hardware, lr_at, plot_losses, progress, step_seed,
+                     write_json)
+
+EVAL_SEED = 20251205  # fixed eval clips, independent of --seed
+STATS_SEED = 20251206
+FPS = 16
+
+
+def vae_config(z_dim: int = 16, base_dim: int = 4, patch: int = 2, dim_mult=(1, 2, 4), res_blocks: int = 1) -> dict:
+    """An AutoencoderKLWan config with 8x spatial and 4x temporal compression.
+
+    patch * 2 ** (len(dim_mult) - 1) must be 8: patch 1 with 4 stages (Wan2.1's layout) or patch 2
+    with 3 stages (Wan2.2's pixel patchify, 4x fewer full-resolution pixels for the convolutions).
+    The two deepest down stages also halve time (4x). The decoder's last stage has base_dim *
+    dim_mult[0] channels, so a growing dim_mult puts capacity at low resolution, where it is cheap.
+    """
+    dim_mult = [int(m) for m in dim_mult]
+    if patch not in (1, 2, 4) or patch * 2 ** (len(dim_mult) - 1) != 8:
+        raise ConfigError(f"patch * 2**(len(dim_mult) - 1) must be 8 (8x spatial); got patch {patch} and "
+                          f"dim_mult {dim_mult}; e.g. patch 2 with 3 stages or patch 1 with 4 stages")
+    if len(dim_mult) < 3:
+        raise ConfigError(f"dim_mult needs at least 3 stages (two temporal downsamples), got {dim_mult}")
+    if res_blocks < 0 or (res_blocks == 0 and len(set(dim_mult)) > 1):
+        raise ConfigError(f"res_blocks must be >= 1 when dim_mult grows ({dim_mult}); got {res_blocks}")
+    if base_dim < 1 or z_dim < 1:
+        raise ConfigError(f"base_dim and z_dim must be >= 1, got {base_dim}, {z_dim}")
+    cfg = tiny_vae_config(z_dim=z_dim, base_dim=base_dim)
+    cfg.update(dim_mult=dim_mult, num_res_blocks=res_blocks,
+               temperal_downsample=[False] * (len(dim_mult) - 3) + [True, True],
+               patch_size=None if patch == 1 else patch, in_channels=3 * patch * patch, out_channels=3 * patch * patch)
+    return cfg
+
+
+def decode(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
+    """diffusers' frame-by-frame decode of posterior samples z [B, C, F, h, w], with gradients and no clamp."""
+    x = vae.post_quant_conv(z)
+    cache = [None] * vae._cached_conv_counts["decoder"]
+    out = torch.cat([vae.decoder(x[:, :, i : i + 1], feat_cache=cache, feat_idx=[0], first_chunk=i == 0)
+                     for i in range(x.shape[2])], dim=2)
+    return out if vae.config.patch_size is None else unpatchify(out, patch_size=vae.config.patch_size)
+
+
+class VAELoss(nn.Module):
+    """Wraps the VAE so that accelerate's DDP sees one forward: (recon, l1, kl)."""
+
+    def __init__(self, vae: AutoencoderKLWan):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        post = self.vae.encode(x).latent_dist
+        recon = decode(self.vae, post.sample(generator=generator))
+        kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
+        return recon, F.l1_loss(recon, x), kl
+
+
+def to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def training_batch(seed: int, rank: int, step: int, batch: int, frames: int, seconds: float, size: int,
+                   crop: int | None = None) -> np.ndarray:
+    """uint8 [B, frames, crop, crop, 3]: a random window and a random square crop of fresh train clips."""
+    rng = np.random.default_rng([seed, rank, step])
+    crop = crop or size
+    out = []
+    for _ in range(batch):
+        clip = sample_training_clip(rng, seconds, size)
+        t, y, x = (int(rng.integers(0, n + 1)) for n in (len(clip.frames) - frames, size - crop, size - crop))
+        out.append(clip.frames[t : t + frames, y : y + crop, x : x + crop])
+    return np.stack(out)
+
+
+def fixed_clips(split: str, n: int, frames: int, size: int, seed: int = EVAL_SEED) -> list[np.ndarray]:
+    return [sample_training_clip(np.random.default_rng([seed, i]), frames / FPS, size, split=split).frames[:frames]
+            for i in range(n)]
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKLWan, frames: np.ndarray) -> np.ndarray:
+    """uint8 [T, H, W, 3] -> its reconstruction through the posterior mode, uint8."""
+    x = to_pixels(frames[None]).to(vae.device, vae.dtype)
+    return to_uint8_frames(decode(vae, vae.encode(x).latent_dist.mode()).clamp(-1, 1))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
+
+
+def mean_psnr(vae: AutoencoderKLWan, clips: list[np.ndarray]) -> float:
+    return float(np.mean([psnr(reconstruct(vae, c), c) for c in clips]))
+
+
+@torch.no_grad()
+def latent_stats(vae: AutoencoderKLWan, clips: list[np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the posterior mode; std floored at 1% of the largest (dead channels)."""
+    z = torch.cat([vae.encode(to_pixels(c[None]).to(vae.device, vae.dtype)).latent_dist.mode().float()
+                   .transpose(0, 1).flatten(1) for c in clips], dim=1)  # [C, N]
+    mean, std = z.mean(1), z.std(1)
+    std = std.clamp_min(0.01 * float(std.max()))
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+@torch.no_grad()
+def time_streaming_decode(vae: AutoencoderKLWan, size: int, block_frames: int = 3, blocks: int = 6,
+                          threads: int = 1) -> float:
+    """Median seconds per block of `block_frames` latent frames through StreamingDecoder (after the first)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dec = StreamingDecoder(vae)
+        state = dec.new_state()
+        lat = torch.randn(1, vae.config.z_dim, block_frames, size // 8, size // 8,
+                          generator=torch.Generator().manual_seed(0)).to(vae.device)
+        times = []
+        for i in range(blocks + 1):
+            t = time.perf_counter()
+            dec.decode(state, lat)
+            if vae.device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - t)
+        return statistics.median(times)
+    finally:
+        torch.set_num_threads(old)
+
+
+def check_args(args) -> None:
+    if args.frames < 5 or (args.frames - 1) % 4:
+        raise ConfigError(f"--frames must be 1 + 4k with k >= 1 (Wan's causal VAE), got {args.frames}")
+    if args.frames > round(args.seconds * FPS):
+        raise ConfigError(f"--frames {args.frames} is longer than a --seconds {args.seconds} clip "
+                          f"({round(args.seconds * FPS)} frames at {FPS} fps)")
+    if args.size % 8:
+        raise ConfigError(f"--size must be a multiple of 8, got {args.size}")
+    if args.crop is not None and (args.crop % 8 or not 8 <= args.crop <= args.size):
+        raise ConfigError(f"--crop must be a multiple of 8 in [8, --size {args.size}], got {args.crop}")
+    for name in ("steps", "batch", "eval_clips"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
+def train_vae(args) -> dict:
+    check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    acc = Accelerator(cpu=args.cpu)
+    cfg = vae_config(args.z_dim, args.base_dim, args.patch, args.dim_mult, args.res_blocks)
+    # What must match to resume; the rest (steps, lr, batch...) may change between sessions.
+    ckpt = Checkpointer(args.out, config={"stage": "vae", "vae": cfg, "size": args.size, "seed": args.seed},
+                        keep=2)
+    torch.manual_seed(args.seed)
+    model = VAELoss(AutoencoderKLWan(**cfg))
+    with torch.no_grad():  # start the posterior narrow: at log-variance 0 the decoder would see mostly noise
+        model.vae.quant_conv.bias[cfg["z_dim"]:] = args.logvar_init
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    model, opt = acc.prepare(model, opt)
+    ema = EMA(acc.unwrap_model(model), decay=args.ema)
+    state = ckpt.resume(acc, model, opt, ema, require=args.resume)
+    main = acc.is_main_process
+    log = CSVLogger(os.path.join(args.out, "log.csv"), resume_step=state.step, main=main)
+    eval_log = CSVLogger(os.path.join(args.out, "eval.csv"), resume_step=state.step, main=main)
+    eval_sets = {split: fixed_clips(split, args.eval_clips, args.eval_frames, args.size)
+                 for split in ("train", "heldout")} if main else {}
+
+    def evaluate(weights: str = "ema") -> tuple[dict, AutoencoderKLWan]:
+        vae = copy.deepcopy(acc.unwrap_model(model).vae).eval()
+        if weights == "ema":
+            ema.copy_to(nn.ModuleDict({"vae": vae}))  # EMA keys carry the wrapper's "vae." prefix
+        return {f"psnr_{split}": mean_psnr(vae, clips) for split, clips in eval_sets.items()}, vae
+
+    acc.print(f"VAE {sum(p.numel() for p in model.parameters()) / 1e3:.0f}k params, config {cfg}")
+    sums, n_acc = {}, 0
+    bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc="vae")
+    for step in bar:
+        lr = lr_at(step, args.lr, args.warmup, args.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x = to_pixels(training_batch(args.seed, acc.process_index, step, args.batch, args.frames, args.seconds,
+                                     args.size, args.crop)).to(acc.device)
+        gen = torch.Generator(device=acc.device).manual_seed(step_seed(args.seed, acc.process_index, step))
+        recon, l1, kl = model(x, gen)
+        loss = l1 + args.kl_weight * kl
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(acc.unwrap_model(model))
+        state.step = step + 1
+
+        with torch.no_grad():
+            mse = F.mse_loss(recon.clamp(-1, 1), x)
+        for k, v in (("loss", loss), ("l1", l1), ("kl", kl), ("psnr_batch", 10 * torch.log10(4.0 / mse))):
+            sums[k] = sums.get(k, 0.0) + v.item()
+        n_acc += 1
+        if state.step % args.log_every == 0 or state.step == args.steps:
+            row = {k: v / n_acc for k, v in sums.items()}
+            log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
+            bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr_batch']:.1f}")
+            sums, n_acc = {}, 0
+        if main and (state.step % args.eval_every == 0 or state.step == args.steps):
+            metrics, _ = evaluate()
+            eval_log.log(step=state.step, **metrics, seconds=round(state.seconds(), 2))
+            acc.print(f"step {state.step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in metrics.items()))
+            plot_losses(eval_log.path, os.path.join(args.out, "eval.png"), title="EMA reconstruction PSNR (dB)")
+        if state.step % args.save_every == 0 or state.step == args.steps:
+            ckpt.save(acc, state, model, opt, ema)
+            if main:
+                plot_losses(log.path, os.path.join(args.out, "loss.png"), title="VAE training")
+    bar.close()
+    log.close()
+    eval_log.close()
+    result = {}
+    if main:
+        if os.path.exists(log.path):
+            plot_losses(log.path, os.path.join(args.out, "loss.png"), title="VAE training")
+        result = finalize(args, acc, state, model, ema, evaluate, cfg)
+    acc.wait_for_everyone()
+    return result
+
+
+def finalize(args, acc, state, model, ema, evaluate, cfg) -> dict:
+    """EMA weights + latent statistics -> out/vae, and metrics.json."""
+    raw, _ = evaluate("raw")
+    metrics, vae = evaluate("ema")
+    stats_clips = fixed_clips("train", args.stats_clips, args.eval_frames, args.size, seed=STATS_SEED)
+    mean, std = latent_stats(vae, stats_clips)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    vae_dir = os.path.join(args.out, "vae")
+    vae.save_pretrained(vae_dir)
+    decode_s = time_streaming_decode(vae.cpu(), args.size)
+    result = {
+        "stage": "vae", **{k: round(v, 3) for k, v in metrics.items()},
+        "raw_weights": {k: round(v, 3) for k, v in raw.items()},
+        "steps": state.step, "batch": args.batch * acc.num_processes, "frames": args.frames, "size": args.size, "crop": args.crop,
+        "wall_seconds": round(state.seconds(), 1),
+        "decode_s_per_block": round(decode_s, 4),
+        "decode_note": "StreamingDecoder.decode, 3 latent frames -> 12 frames, torch 1 thread, CPU, median",
+        "params": sum(p.numel() for p in vae.parameters()),
+        "decoder_params": sum(p.numel() for p in vae.decoder.parameters()),
+        "eval": {"clips_per_split": args.eval_clips, "frames": args.eval_frames, "weights": "EMA",
+                 "psnr": "mean over clips of PSNR (uint8, all frames), posterior mode"},
+        "loss": f"L1 + {args.kl_weight:g} * KL (posterior sample)", "lr": args.lr, "ema": args.ema,
+        "latents_mean": mean, "latents_std": std, "vae_config": cfg, "vae_dir": vae_dir,
+        "hardware": hardware(acc), "command": getattr(args, "command_line", None),
+    }
+    write_json(os.path.join(args.out, "metrics.json"), result)
+    acc.print(f"saved {vae_dir}; PSNR train {metrics['psnr_train']:.2f} dB, held-out {metrics['psnr_heldout']:.2f} dB; "
+              f"decode {decode_s * 1000:.0f} ms/block (1 thread)")
+    return result
+
