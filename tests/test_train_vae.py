@@ -31,9 +31,10 @@ def small_setup(seed: int = 0):
 
 
 def train_step(model, opt, ema, step: int) -> float:
-    x = to_pixels(training_batch(0, 0, step, batch=1, frames=9, seconds=1.0, size=32))
-    _, l1, kl = model(x, torch.Generator().manual_seed(step))
-    loss = l1 + 1e-4 * kl
+    frames, masks = training_batch(0, 0, step, batch=1, frames=9, seconds=1.0, size=32)
+    _, l1, l1_object, kl = model(to_pixels(frames), torch.from_numpy(masks).float(), torch.Generator().manual_seed(step))
+    assert 0 <= l1_object <= l1
+    loss = l1 + 10 * l1_object + 1e-4 * kl
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -135,7 +136,7 @@ def test_cli_train_vae_resume_logs_and_saved_vae(tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(np.isfinite(float(r["loss"])) for r in rows)
-    assert set(rows[0]) == {"step", "loss", "l1", "kl", "psnr_batch", "lr", "seconds"}
+    assert set(rows[0]) == {"step", "loss", "l1", "l1_object", "kl", "psnr_batch", "lr", "seconds"}
     for png in ("loss.png", "eval.png"):
         assert os.path.getsize(os.path.join(out, png)) > 1000
     metrics = json.load(open(os.path.join(out, "metrics.json")))

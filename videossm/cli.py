@@ -64,7 +64,8 @@ def add_train_vae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=128, help="frame size of the rendered clips (and of evaluation)")
     p.add_argument("--crop", type=int, default=48, help="train on random square crops of this size (0: whole frames)")
     p.add_argument("--z-dim", type=int, default=16, help="latent channels (the transformer's in_channels)")
-    p.add_argument("--base-dim", type=int, default=8)
+    p.add_argument("--base-dim", type=int, default=8, help="encoder (and decoder) base channels")
+    p.add_argument("--decoder-dim", type=int, default=None, help="decoder base channels (default: --base-dim)")
     p.add_argument("--dim-mult", type=lambda s: [int(v) for v in s.split(",")], default=[1, 1, 1],
                    help="channel multipliers per stage, comma-separated (default 1,1,1)")
     p.add_argument("--patch", type=int, default=2, choices=(1, 2), help="pixel patchify (2: Wan2.2-style)")
@@ -72,6 +73,8 @@ def add_train_vae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--object-weight", type=float, default=0.0,
+                   help="extra L1 weight on the object's pixels (the world's ground-truth mask); 0: plain L1")
     p.add_argument("--logvar-init", type=float, default=-6.0, help="initial posterior log-variance (bias)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
