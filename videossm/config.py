@@ -162,6 +162,10 @@ class StreamConfig:
     def replace(self, **changes) -> "StreamConfig":
         return dataclasses.replace(self, **changes).validate()
 
+    def with_overrides(self, **overrides) -> "StreamConfig":
+        """`replace` with the overrides that are not None (unset CLI flags and keyword arguments)."""
+        return self.replace(**{k: v for k, v in overrides.items() if v is not None})
+
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
     # ~6M parameters: 128x128 video, 64 tokens per latent frame; streams faster than real time on 2 cores.

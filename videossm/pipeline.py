@@ -128,8 +128,8 @@ class StreamHandle:
             "blocks": len(self._stats.per_block), "cache_mb": self.state.cache.nbytes() / 2**20,
         })
 
-    def _block_time(self, frame_index: int) -> float:
-        return first_pixel_frame(frame_index, self.pipe.model_config.vae_scale_temporal) / self.fps
+    def _first_pixel_frame(self, latent_frame: int) -> int:
+        return first_pixel_frame(latent_frame, self.pipe.model_config.vae_scale_temporal)
 
     def __iter__(self) -> Iterator[StreamChunk]:
         if self._iterated:
@@ -143,17 +143,17 @@ class StreamHandle:
                     logger.info("stream cancelled after %d blocks", b)
                     break
                 t0 = time.perf_counter()
-                block_time = self._block_time(state.frame_index)
+                start = self._first_pixel_frame(state.frame_index)
+                block_time = start / self.fps
                 prompt = self.timeline.snapshot().prompt_at(block_time)
                 recached = gen.set_prompt(state, prompt, self.pipe.encode_prompt(prompt))
                 if recached or (b > 0 and stats.per_block[-1]["prompt"] != prompt):
                     stats.prompt_switches.append({"block": b, "seconds": block_time, "prompt": prompt,
                                                   "recached": recached})
                 latents = gen.generate_block(state)
-                next_time = self._block_time(state.frame_index)
-                self.timeline.lock_until(min(next_time, self.seconds))
-                start = round(block_time * self.fps)
-                num_frames = max(0, min(self.total_frames, round(next_time * self.fps)) - start)
+                end = self._first_pixel_frame(state.frame_index)
+                self.timeline.lock_until(min(end / self.fps, self.seconds))
+                num_frames = max(0, min(self.total_frames, end) - start)
                 frames = None
                 if self.decode:
                     pixels = self.pipe.decoder.decode(state.decoder, latents)
@@ -216,10 +216,6 @@ class VideoSSMPipeline:
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         return self.text_encoder.encode(prompt).to(self.device)
 
-    def stream_config_for(self, memory: str | None = None, **overrides) -> StreamConfig:
-        changes = {k: v for k, v in dict(memory=memory, **overrides).items() if v is not None}
-        return self.stream_config.replace(**changes) if changes else self.stream_config
-
     def check_seconds(self, seconds: float, stream_config: StreamConfig) -> float:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or math.isnan(seconds):
             raise ConfigError(f"seconds must be a number, got {seconds!r}")
@@ -230,14 +226,15 @@ class VideoSSMPipeline:
 
     def stream(self, timeline: Timeline | dict | str, seconds: float, seed: int = 0, memory: str | None = None,
                decode: bool = True, trace: bool = False, **stream_overrides) -> StreamHandle:
-        stream_config = self.stream_config_for(memory, **stream_overrides)
+        stream_config = self.stream_config.with_overrides(memory=memory, **stream_overrides)
         seconds = self.check_seconds(seconds, stream_config)
         timeline = _as_timeline(timeline, self.model_config.fps)
-        Timeline(timeline.segments, timeline.fps, max_seconds=seconds)  # every segment starts inside the video
+        # the handle's LiveTimeline checks that every segment starts inside the video
+        handle = StreamHandle(self, timeline, seconds, seed, StreamingGenerator(self.transformer, stream_config),
+                              decode, trace)
         for prompt in timeline.prompts():
             self.text_encoder.check(prompt)  # fail before the first block, not in the middle
-        return StreamHandle(self, timeline, seconds, seed, StreamingGenerator(self.transformer, stream_config),
-                            decode, trace)
+        return handle
 
     def generate(self, timeline: Timeline | dict | str, seconds: float, seed: int = 0, **kwargs
                  ) -> tuple[np.ndarray, dict]:

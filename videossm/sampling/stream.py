@@ -31,12 +31,10 @@ class StreamState:
     generator: torch.Generator
     decoder: DecoderState | None = None
     frame_index: int = 0  # next latent frame to generate
-    block_index: int = 0
     prompt: str | None = None
     prompt_embeds: torch.Tensor | None = None  # [B, L, text_dim]
     window_latents: dict[int, torch.Tensor] = field(default_factory=dict)  # frame -> [B, C, h, w], cached window
     trace: list | None = None  # when a list, every model call is recorded (tests, debugging)
-    recaches: int = 0
 
 
 class StreamingGenerator:
@@ -64,7 +62,7 @@ class StreamingGenerator:
         v = self.transformer(x, t, state.prompt_embeds, cache=state.cache, frame_start=frame_start,
                              write_cache=write)
         if state.trace is not None:
-            state.trace.append(dict(block=state.block_index, frame_start=frame_start, timestep=timestep,
+            state.trace.append(dict(block=frame_start // self.stream_config.block_frames, frame_start=frame_start, timestep=timestep,
                                     write=write, x=x.detach().cpu(), v=v.detach().float().cpu()))
         return v
 
@@ -92,7 +90,6 @@ class StreamingGenerator:
             latents = torch.stack([state.window_latents[f] for f in group], dim=2)  # [B, C, F, h, w]
             self._call(state, latents, self.stream_config.context_timestep, group[0], write=True)
             state.cache.commit(group, evict=False)
-        state.recaches += 1
 
     @torch.no_grad()
     def generate_block(self, state: StreamState) -> torch.Tensor:
@@ -118,5 +115,4 @@ class StreamingGenerator:
         kept = set(state.cache.recent_frames)
         state.window_latents = {f: lat for f, lat in state.window_latents.items() if f in kept}
         state.frame_index += sc.block_frames
-        state.block_index += 1
         return x0

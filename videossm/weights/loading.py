@@ -24,11 +24,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def _stream_config(base: StreamConfig, memory: str | None, overrides: dict) -> StreamConfig:
-    changes = {k: v for k, v in dict(memory=memory, **overrides).items() if v is not None}
-    return base.replace(**changes) if changes else base.validate()
-
-
 def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | None, dtype, seed: int, **overrides):
     """A freshly initialised model of a preset: it runs the whole code path but generates noise."""
     config = get_model_config(preset)
@@ -40,7 +35,7 @@ def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | N
         vae = AutoencoderKLWan(**tiny_vae_config(z_dim=config.in_channels))
     transformer = transformer.to(device, dtype or default_dtype(device))
     text_encoder = TextEncoder(text_model, tokenizer, config.text_len, device, word_level=True)
-    stream_config = _stream_config(StreamConfig(), memory, overrides)
+    stream_config = StreamConfig().with_overrides(memory=memory, **overrides)
     logger.warning("model %r is freshly initialised: it is UNTRAINED and generates noise", preset)
     return pipe_cls(transformer, text_encoder, StreamingDecoder(vae.to(device)), stream_config, name=preset,
                     trained=False, description=f"untrained {preset} preset (seed {seed})")
@@ -69,7 +64,7 @@ def load_folder(pipe_cls, path: str, device: torch.device, memory: str | None, d
     if not os.path.isdir(vae_dir):
         raise CheckpointError(f"{vae_dir}: not found (the checkpoint's VAE)")
     decoder = StreamingDecoder(AutoencoderKLWan.from_pretrained(vae_dir).to(device))
-    stream_config = _stream_config(stream_defaults, memory, overrides)
+    stream_config = stream_defaults.with_overrides(memory=memory, **overrides)
     name = config.get("name", os.path.basename(os.path.normpath(path)))
     return pipe_cls(transformer, text_encoder, decoder, stream_config, name=name,
                     trained=bool(config.get("trained", False)), description=config.get("description", ""))
