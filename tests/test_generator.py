@@ -14,7 +14,7 @@ from videossm.config import ConfigError, StreamConfig, get_model_config
 from videossm.models.cache import KVCache
 from videossm.models.text_encoder import PromptError
 from videossm.models.transformer import VideoSSMTransformer
-from videossm.models.vae import StreamingDecoder, tiny_vae_config
+from videossm.models.vae import StreamingDecoder, vae_config
 from videossm.timeline import TimelineError
 from videossm.weights.checkpoint import CheckpointError
 
@@ -89,7 +89,7 @@ def test_state_size_is_constant_once_the_window_is_full(memory):
 
 def test_streaming_decode_is_identical_to_full_decode():
     torch.manual_seed(0)
-    decoder = StreamingDecoder(AutoencoderKLWan(**tiny_vae_config(z_dim=4)).eval())
+    decoder = StreamingDecoder(AutoencoderKLWan(**vae_config(z_dim=4)).eval())
     latents = torch.randn(1, 4, 7, 4, 4)
     state = decoder.new_state()
     streamed = torch.cat([decoder.decode(state, latents[:, :, i : i + 3]) for i in (0, 3)] +

@@ -16,7 +16,8 @@ from videossm.cli import main
 from videossm.config import ConfigError
 from videossm.models.vae import StreamingDecoder
 from videossm.train.common import EMA, Checkpointer, CheckpointMismatch, CSVLogger, TrainState, plot_losses
-from videossm.train.vae import VAELoss, to_pixels, training_batch, vae_config
+from videossm.models.vae import vae_config
+from videossm.train.vae import VAELoss, to_pixels, training_batch
 
 SMALL = dict(z_dim=4, base_dim=4, patch=2, dim_mult=(1, 2, 4), res_blocks=1)
 

@@ -58,10 +58,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 
 from ..config import ConfigError
-from ..models.vae import StreamingDecoder, to_uint8_frames, tiny_vae_config
+from ..models.vae import StreamingDecoder, decode_frames, to_uint8_frames, vae_config
 from ..world import Clip, sample_training_clip
 from .common import (EMA, Checkpointer, CSVLogger, hardware, lr_at, plot_losses, progress, step_seed,
                      write_json)
@@ -71,43 +70,9 @@ STATS_SEED = 20251206
 FPS = 16
 
 
-def vae_config(z_dim: int = 16, base_dim: int = 8, patch: int = 2, dim_mult=(1, 1, 1), res_blocks: int = 0,
-               decoder_dim: int | None = None) -> dict:
-    """An AutoencoderKLWan config with 8x spatial and 4x temporal compression.
-
-    patch * 2 ** (len(dim_mult) - 1) must be 8: patch 1 with 4 stages (Wan2.1's layout) or patch 2
-    with 3 stages (Wan2.2's pixel patchify, 4x fewer full-resolution pixels for the convolutions).
-    The two deepest down stages also halve time (4x). The decoder's last stage has base_dim *
-    dim_mult[0] channels, so a growing dim_mult puts capacity at low resolution, where it is cheap.
-    decoder_dim (diffusers' decoder_base_dim) sizes the decoder apart from the encoder: only the decoder
-    runs while streaming.
-    """
-    dim_mult = [int(m) for m in dim_mult]
-    if patch not in (1, 2, 4) or patch * 2 ** (len(dim_mult) - 1) != 8:
-        raise ConfigError(f"patch * 2**(len(dim_mult) - 1) must be 8 (8x spatial); got patch {patch} and "
-                          f"dim_mult {dim_mult}; e.g. patch 2 with 3 stages or patch 1 with 4 stages")
-    if len(dim_mult) < 3:
-        raise ConfigError(f"dim_mult needs at least 3 stages (two temporal downsamples), got {dim_mult}")
-    if res_blocks < 0 or (res_blocks == 0 and len(set(dim_mult)) > 1):
-        raise ConfigError(f"res_blocks must be >= 1 when dim_mult grows ({dim_mult}); got {res_blocks}")
-    if base_dim < 1 or z_dim < 1 or (decoder_dim is not None and decoder_dim < 1):
-        raise ConfigError(f"base_dim, decoder_dim and z_dim must be >= 1, got {base_dim}, {decoder_dim}, {z_dim}")
-    cfg = tiny_vae_config(z_dim=z_dim, base_dim=base_dim)
-    cfg.update(dim_mult=dim_mult, num_res_blocks=res_blocks,
-               temperal_downsample=[False] * (len(dim_mult) - 3) + [True, True],
-               patch_size=None if patch == 1 else patch, in_channels=3 * patch * patch, out_channels=3 * patch * patch)
-    if decoder_dim is not None and decoder_dim != base_dim:
-        cfg["decoder_base_dim"] = decoder_dim
-    return cfg
-
-
 def decode(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
     """diffusers' frame-by-frame decode of posterior samples z [B, C, F, h, w], with gradients and no clamp."""
-    x = vae.post_quant_conv(z)
-    cache = [None] * vae._cached_conv_counts["decoder"]
-    out = torch.cat([vae.decoder(x[:, :, i : i + 1], feat_cache=cache, feat_idx=[0], first_chunk=i == 0)
-                     for i in range(x.shape[2])], dim=2)
-    return out if vae.config.patch_size is None else unpatchify(out, patch_size=vae.config.patch_size)
+    return decode_frames(vae, z, [None] * vae._cached_conv_counts["decoder"], frames_done=0)
 
 
 class VAELoss(nn.Module):

@@ -12,7 +12,7 @@ from transformers import UMT5EncoderModel
 from ..config import MODEL_PRESETS, ConfigError, ModelConfig, StreamConfig, get_model_config
 from ..models.text_encoder import TextEncoder, tiny_umt5_config, word_level_tokenizer
 from ..models.transformer import VideoSSMTransformer
-from ..models.vae import StreamingDecoder, tiny_vae_config
+from ..models.vae import StreamingDecoder, vae_config
 from ..world.grammar import vocabulary
 from .checkpoint import (TRANSFORMER_NAME, CheckpointError, check_state_dict, load_safetensors, read_config,
                          save_transformer, write_config)
@@ -32,7 +32,7 @@ def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | N
         transformer = VideoSSMTransformer(config)
         tokenizer = word_level_tokenizer(vocabulary())
         text_model = UMT5EncoderModel(tiny_umt5_config(len(tokenizer), config.text_dim))
-        vae = AutoencoderKLWan(**tiny_vae_config(z_dim=config.in_channels))
+        vae = AutoencoderKLWan(**vae_config(z_dim=config.in_channels))
     transformer = transformer.to(device, dtype or default_dtype(device))
     text_encoder = TextEncoder(text_model, tokenizer, config.text_len, device, word_level=True)
     stream_config = StreamConfig().with_overrides(memory=memory, **overrides)
