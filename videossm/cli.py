@@ -144,12 +144,24 @@ def cmd_bench(args) -> int:
 def cmd_train(args) -> int:
     import shlex
 
+    import importlib
+
+    args.command_line = "python -m videossm " + shlex.join(sys.argv[1:])
     if args.stage == "vae":
         from .train.vae import train_vae
 
-        args.command_line = "python -m videossm " + shlex.join(sys.argv[1:])
         train_vae(args)
+    else:
+        module_name, func_name = TRAIN_STAGES[args.stage][0], TRAIN_STAGES[args.stage][1]
+        getattr(importlib.import_module(module_name), func_name)(args)
     return 0
+
+
+# stage -> (module, train function, help); each module defines add_args(parser) for its options.
+TRAIN_STAGES = {
+    "teacher": ("videossm.train.teacher", "train_teacher",
+                "stage 1: the bidirectional flow-matching teacher and the small text encoder"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,11 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(bench)
     bench.set_defaults(func=cmd_bench)
 
-    train = sub.add_parser("train", help="train a stage of the recipe (vae; teacher, causal, dmd, long to come)")
+    train = sub.add_parser("train", help="train a stage of the recipe: vae, teacher, causal, dmd, long")
     stages = train.add_subparsers(dest="stage", required=True)
     vae = stages.add_parser("vae", help="stage 0: the tiny AutoencoderKLWan on the procedural world")
     add_train_vae_args(vae)
     vae.set_defaults(func=cmd_train)
+    import importlib
+
+    for stage, (module_name, _, help_text) in TRAIN_STAGES.items():
+        stage_parser = stages.add_parser(stage, help=help_text)
+        importlib.import_module(module_name).add_args(stage_parser)
+        stage_parser.set_defaults(func=cmd_train)
     return parser
 
 

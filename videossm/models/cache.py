@@ -191,5 +191,15 @@ class KVCache:
         self.version += 1
         return dropped
 
+    def detach_(self) -> None:
+        """Cut the autograd graph of every cached tensor (gates, memory state): truncated backprop between
+        training chunks."""
+        def cut(tokens):
+            return None if tokens is None else CachedTokens(*(None if t is None else t.detach() for t in tokens.tensors()))
+        for layer in self.layers:
+            layer.sink, layer.recent = cut(layer.sink), cut(layer.recent)
+            if layer.memory_state is not None:
+                layer.memory_state = layer.memory_state.detach()
+
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers)

@@ -50,6 +50,13 @@ def tiny_umt5_config(vocab_size: int, d_model: int) -> UMT5Config:
                       relative_attention_max_distance=32, dropout_rate=0.0, pad_token_id=0, eos_token_id=1)
 
 
+def encode_token_ids(model: UMT5EncoderModel, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """input_ids, mask [B, L] -> embeddings [B, L, D] (float32) with padded positions exactly zero.
+    Differentiable: training (the teacher stage trains the small encoder) and inference share it."""
+    hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    return hidden.float() * mask.to(hidden.device)[..., None]
+
+
 class TextEncoder:
     def __init__(self, model: UMT5EncoderModel, tokenizer, max_length: int, device: str | torch.device = "cpu",
                  word_level: bool = False, cache_size: int = 256):
@@ -90,6 +97,16 @@ class TextEncoder:
             raise PromptError(f"prompt is {len(ids)} tokens long; the limit is {self.max_length} tokens")
         return ids
 
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated prompts -> input_ids and attention mask [B, max_length] (long), on the encoder's device."""
+        input_ids = torch.zeros(len(prompts), self.max_length, dtype=torch.long)  # [B, L], 0 = <pad>
+        mask = torch.zeros_like(input_ids)
+        for row, prompt in enumerate(prompts):
+            ids = self.check(prompt)
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
     def encode(self, prompt: str) -> torch.Tensor:
         """[1, max_length, dim] float32 on the encoder's device; padded positions are exactly zero."""
         with self._lock:
@@ -100,13 +117,7 @@ class TextEncoder:
         if prompt in self._cache:
             self._cache.move_to_end(prompt)
             return self._cache[prompt]
-        ids = self.check(prompt)
-        input_ids = torch.zeros(1, self.max_length, dtype=torch.long)
-        input_ids[0, : len(ids)] = torch.tensor(ids)
-        mask = torch.zeros_like(input_ids)
-        mask[0, : len(ids)] = 1
-        hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-        hidden = (hidden.float() * mask.to(hidden.device)[..., None]).contiguous()  # [1, L, D], padding zeroed
+        hidden = encode_token_ids(self.model, *self.tokenize([prompt])).contiguous()  # [1, L, D], padding zeroed
         self._cache[prompt] = hidden
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

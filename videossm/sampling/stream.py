@@ -94,25 +94,45 @@ class StreamingGenerator:
     @torch.no_grad()
     def generate_block(self, state: StreamState) -> torch.Tensor:
         """Generate the next block; returns its clean latents [B, C, F, h, w] (float32)."""
+        x0 = self.denoise_block(state)
+        self.commit_block(state, x0)
+        return x0
+
+    def denoise_block(self, state: StreamState, exit_step: int | None = None, grad: bool = False) -> torch.Tensor:
+        """Denoise the next block from fresh noise through sigmas[0 .. exit_step] (default: all) and return
+        its predicted clean latents [B, C, F, h, w]. Training (Self-Forcing) stops at a random exit step
+        and keeps the graph of that last model call only (`grad=True`); inference runs every step."""
         if state.prompt_embeds is None:
-            raise RuntimeError("set_prompt() before generate_block()")
+            raise RuntimeError("set_prompt() before generating a block")
         cfg, sc = self.model_config, self.stream_config
-        batch = state.cache.batch_size
-        shape = (batch, cfg.in_channels, sc.block_frames, cfg.latent_height, cfg.latent_width)
+        exit_step = len(self.sigmas) - 1 if exit_step is None else exit_step
+        if not 0 <= exit_step < len(self.sigmas):
+            raise ValueError(f"exit_step must be in [0, {len(self.sigmas) - 1}], got {exit_step}")
+        shape = (state.cache.batch_size, cfg.in_channels, sc.block_frames, cfg.latent_height, cfg.latent_width)
         f0 = state.frame_index
         x = self._noise(state, shape)  # [B, C, F, h, w]
-        for i, sigma in enumerate(self.sigmas):
-            v = self._call(state, x, sigma_to_timestep(sigma), f0, write=False)
-            x0 = x.float() - sigma * v.float()
-            if i + 1 < len(self.sigmas):
+        for i, sigma in enumerate(self.sigmas[: exit_step + 1]):
+            with torch.set_grad_enabled(grad and i == exit_step):
+                v = self._call(state, x, sigma_to_timestep(sigma), f0, write=False)
+                x0 = x.float() - sigma * v.float()
+            if i < exit_step:
                 next_sigma = self.sigmas[i + 1]
-                x = (1 - next_sigma) * x0 + next_sigma * self._noise(state, shape)
-        self._call(state, x0, sc.context_timestep, f0, write=True)
-        frame_ids = list(range(f0, f0 + sc.block_frames))
-        state.cache.commit(frame_ids)
+                x = (1 - next_sigma) * x0.detach() + next_sigma * self._noise(state, shape)
+        return x0
+
+    def commit_block(self, state: StreamState, x0: torch.Tensor, grad_gates: bool = False) -> None:
+        """Clean pass at the context timestep on the block's latents x0, then commit it to the cache (frames
+        leaving the window update M). With `grad_gates` the gates, and through them M, keep their graph
+        (training the memory's write path; K/V are always detached)."""
+        sc = self.stream_config
+        f0 = state.frame_index
+        x0 = x0.detach()
+        with torch.set_grad_enabled(grad_gates):
+            self._call(state, x0, sc.context_timestep, f0, write=True)
+            frame_ids = list(range(f0, f0 + sc.block_frames))
+            state.cache.commit(frame_ids)
         for j, f in enumerate(frame_ids):
             state.window_latents[f] = x0[:, :, j]
         kept = set(state.cache.recent_frames)
         state.window_latents = {f: lat for f, lat in state.window_latents.items() if f in kept}
         state.frame_index += sc.block_frames
-        return x0

@@ -1,0 +1,70 @@
+"""Training data for the transformer stages: world clips -> normalised VAE latents, plus their prompts.
+
+Clips are rendered fresh every step from RNGs seeded by (seed, rank, step), so a resumed run sees the
+batches it would have seen. A frozen, trained VAE (`train vae`'s `vae/` folder) encodes them through its
+posterior mode; latents are normalised per channel with the VAE's latents_mean/std, the inverse of what
+`StreamingDecoder.denormalize` undoes at generation time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan
+
+from ..config import ConfigError, ModelConfig, pixel_frames_for
+from ..world import sample_training_clip
+
+# The teacher is conditioned on one prompt per clip, so its clips have no prompt switch; switches are
+# learned by the causal stages through the KV re-cache (LongLive).
+SINGLE_PROMPT_MIXTURE = {"plain": 0.5, "pan_and_return": 0.25, "wraparound": 0.25}
+
+
+def load_frozen_vae(vae_dir: str, device) -> AutoencoderKLWan:
+    if not os.path.isfile(os.path.join(vae_dir, "config.json")):
+        raise ConfigError(f"--vae {vae_dir!r} is not a VAE folder (no config.json); train one with "
+                          f"`python -m videossm train vae` and pass its vae/ folder")
+    return AutoencoderKLWan.from_pretrained(vae_dir).to(device).eval().requires_grad_(False)
+
+
+def check_geometry(vae: AutoencoderKLWan, config: ModelConfig) -> None:
+    if vae.config.z_dim != config.in_channels:
+        raise ConfigError(f"the VAE has z_dim {vae.config.z_dim} but the model preset {config.name!r} takes "
+                          f"in_channels {config.in_channels}")
+
+
+class WorldLatents:
+    """Renders world clips and encodes them into normalised latents [B, C, F, h, w]."""
+
+    def __init__(self, vae: AutoencoderKLWan, config: ModelConfig, latent_frames: int,
+                 mixture: dict[str, float] | None = None):
+        self.vae, self.config, self.latent_frames = vae, config, latent_frames
+        self.pixel_frames = pixel_frames_for(latent_frames, config.vae_scale_temporal)
+        self.mixture = mixture or SINGLE_PROMPT_MIXTURE
+        self.mean = torch.tensor(vae.config.latents_mean, device=vae.device).view(1, -1, 1, 1, 1)
+        self.std = torch.tensor(vae.config.latents_std, device=vae.device).view(1, -1, 1, 1, 1)
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames [B, T, H, W, 3] -> normalised latents [B, C, F, h, w] (posterior mode, float32)."""
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3)
+        pixels = pixels.to(self.vae.device, self.vae.dtype) / 127.5 - 1.0  # [B, 3, T, H, W] in [-1, 1]
+        z = self.vae.encode(pixels).latent_dist.mode().float()
+        return (z - self.mean) / self.std
+
+    def batch(self, rng: np.random.Generator, batch: int, split: str = "train") -> tuple[torch.Tensor, list[str]]:
+        """A batch of fresh clips: latents [B, C, F, h, w] and each clip's prompt."""
+        cfg = self.config
+        if cfg.height != cfg.width:
+            raise ConfigError(f"the world renders square frames; preset {cfg.name!r} is {cfg.height}x{cfg.width}")
+        clips = [sample_training_clip(rng, self.pixel_frames / cfg.fps, cfg.height, cfg.fps, self.mixture, split)
+                 for _ in range(batch)]
+        frames = np.stack([c.frames[: self.pixel_frames] for c in clips])
+        return self.encode(frames), [c.prompt for c in clips]
+
+
+def batch_rng(seed: int, rank: int, step: int, stream: int = 0) -> np.random.Generator:
+    """The data RNG of one step of one process (stream separates independent draws of the same step)."""
+    return np.random.default_rng([seed, rank, step, stream])

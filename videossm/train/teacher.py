@@ -1,0 +1,214 @@
+"""Stage 1: the bidirectional teacher and the small text encoder, trained together with flow matching.
+
+    python -m videossm train teacher --vae runs/vae/vae --out runs/teacher
+
+Data: 5 s single-prompt world clips (21 latent frames) encoded by the frozen VAE of stage 0. The model
+is the `tiny` VideoSSMTransformer run without a cache, i.e. plain bidirectional Wan2.1 over all frames
+(its memory modules are unused and stay zero-gated). The text encoder is a tiny UMT5EncoderModel over
+the grammar's word-level tokenizer, learned from scratch through the same loss.
+
+Loss (rectified flow, as Wan): sigma = shift(u), u ~ U(0, 1); x_t = (1 - sigma) x0 + sigma eps;
+MSE(model(x_t, 1000 sigma, text), eps - x0). With probability `--text-dropout` a clip's text is the
+empty (all-zero) embedding, so the teacher also learns the unconditional branch of classifier-free
+guidance, which the DMD stage's real score uses.
+
+At the end `out/teacher/` holds the teacher in the project's checkpoint format (transformer, text
+encoder, tokenizer, VAE), which the causal stages load, plus sample videos in `out/samples/`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch import nn
+from transformers import UMT5EncoderModel
+
+from ..config import ConfigError, StreamConfig, get_model_config
+from ..models.text_encoder import TextEncoder, encode_token_ids, tiny_umt5_config, word_level_tokenizer
+from ..models.transformer import VideoSSMTransformer
+from ..models.vae import StreamingDecoder, to_uint8_frames
+from ..sampling.ode import sample_ode, shift_sigma
+from ..world import sample_prompt, vocabulary
+from .common import (EMA, Checkpointer, CSVLogger, hardware, lr_at, plot_losses, progress, read_csv, step_seed,
+                     write_json)
+from .data import WorldLatents, batch_rng, check_geometry, load_frozen_vae
+
+SAMPLE_SEED = 20251207
+
+
+def add_args(p) -> None:
+    p.add_argument("--vae", required=True, help="the trained VAE folder (train vae's OUT/vae)")
+    p.add_argument("--out", default="runs/teacher", help="run folder: checkpoints, logs, plots, teacher/, samples/")
+    p.add_argument("--preset", default="tiny", help="transformer preset (tiny; test for smoke runs)")
+    p.add_argument("--latent-frames", type=int, default=21, help="clip length in latent frames (21: 5 s)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=4, help="clips per step per process")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--train-shift", type=float, default=3.0, help="sigma = shift(u), u ~ U(0, 1) while training")
+    p.add_argument("--text-dropout", type=float, default=0.1, help="share of clips trained with the empty text")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--sample-every", type=int, default=2000, help="write sample videos every N steps (0: only at the end)")
+    p.add_argument("--sample-steps", type=int, default=32, help="Euler steps of the sample ODE")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance of the samples")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
+
+
+class TeacherLoss(nn.Module):
+    """Transformer + text encoder behind one forward (one DDP module): the flow-matching loss."""
+
+    def __init__(self, transformer: VideoSSMTransformer, text_model: UMT5EncoderModel):
+        super().__init__()
+        self.transformer, self.text_model = transformer, text_model
+
+    def forward(self, x0, input_ids, mask, sigma, noise, keep_text) -> torch.Tensor:
+        """x0, noise [B, C, F, h, w]; input_ids, mask [B, L]; sigma, keep_text [B]."""
+        text = encode_token_ids(self.text_model, input_ids, mask) * keep_text[:, None, None]  # [B, L, D]
+        s = sigma.view(-1, 1, 1, 1, 1)
+        x_t = (1 - s) * x0 + s * noise
+        v = self.transformer(x_t, sigma * 1000.0, text)
+        return F.mse_loss(v.float(), noise - x0)
+
+
+def build_teacher(preset: str, seed: int) -> tuple[TeacherLoss, TextEncoder]:
+    config = get_model_config(preset)
+    torch.manual_seed(seed)
+    tokenizer = word_level_tokenizer(vocabulary())
+    text_model = UMT5EncoderModel(tiny_umt5_config(len(tokenizer), config.text_dim))
+    model = TeacherLoss(VideoSSMTransformer(config), text_model)
+    return model, TextEncoder(text_model, tokenizer, config.text_len, word_level=True)
+
+
+def check_args(args) -> None:
+    for name in ("steps", "batch", "latent_frames", "save_every", "log_every", "sample_steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.text_dropout < 1:
+        raise ConfigError(f"--text-dropout must be in [0, 1), got {args.text_dropout}")
+
+
+def export_teacher(transformer: VideoSSMTransformer, text: TextEncoder, vae, path: str, description: str) -> None:
+    """The teacher in the project's checkpoint format (loadable with VideoSSMPipeline.from_pretrained)."""
+    from ..pipeline import VideoSSMPipeline
+
+    pipe = VideoSSMPipeline(transformer, text, StreamingDecoder(vae), StreamConfig(), name="teacher", trained=True,
+                            description=description)
+    pipe.save_pretrained(path)
+
+
+@torch.no_grad()
+def write_samples(transformer, text: TextEncoder, vae, out_dir: str, latent_frames: int, steps: int, guidance: float,
+                  shift: float) -> list[str]:
+    """One video per split (train prompt, held-out prompt) from fixed noise: out_dir/{split}.mp4."""
+    from ..video.mp4 import write_mp4
+
+    cfg = transformer.config
+    os.makedirs(out_dir, exist_ok=True)
+    decoder = StreamingDecoder(vae)
+    sigmas = [float(shift_sigma(1.0 - i / steps, shift)) for i in range(steps)] + [0.0]
+    paths = []
+    for i, split in enumerate(("train", "heldout")):
+        prompt = sample_prompt(np.random.default_rng([SAMPLE_SEED, i]), split)
+        gen = torch.Generator().manual_seed(SAMPLE_SEED + i)
+        noise = torch.randn(1, cfg.in_channels, latent_frames, cfg.latent_height, cfg.latent_width, generator=gen)
+        x0, _ = sample_ode(transformer, noise.to(transformer.device), text.encode(prompt), sigmas, guidance)
+        frames = to_uint8_frames(decoder.decode(decoder.new_state(), x0))
+        path = os.path.join(out_dir, f"{split}.mp4")
+        write_mp4(path, frames, fps=cfg.fps)
+        with open(os.path.join(out_dir, f"{split}.txt"), "w") as f:
+            f.write(prompt + "\n")
+        paths.append(path)
+    return paths
+
+
+def train_teacher(args) -> dict:
+    check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    acc = Accelerator(cpu=args.cpu)
+    model, text = build_teacher(args.preset, args.seed)
+    vae = load_frozen_vae(args.vae, acc.device)
+    check_geometry(vae, model.transformer.config)
+    data = WorldLatents(vae, model.transformer.config, args.latent_frames)
+    ckpt = Checkpointer(args.out, keep=2, config={
+        "stage": "teacher", "model": model.transformer.config.to_dict(), "text": model.text_model.config.to_dict(),
+        "vae": dict(vae.config), "latent_frames": args.latent_frames, "seed": args.seed})
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    model, opt = acc.prepare(model, opt)
+    ema = EMA(acc.unwrap_model(model), decay=args.ema)
+    state = ckpt.resume(acc, model, opt, ema, require=args.resume)
+    main = acc.is_main_process
+    log = CSVLogger(os.path.join(args.out, "log.csv"), resume_step=state.step, main=main)
+    acc.print(f"teacher {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params "
+              f"(text encoder {sum(p.numel() for p in acc.unwrap_model(model).text_model.parameters()) / 1e3:.0f}k)")
+
+    def ema_parts():
+        shadow = copy.deepcopy(acc.unwrap_model(model)).eval()
+        ema.copy_to(shadow)
+        return shadow.transformer, TextEncoder(shadow.text_model, text.tokenizer, text.max_length, acc.device, True)
+
+    sums, n_acc = {}, 0
+    bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc="teacher")
+    for step in bar:
+        lr = lr_at(step, args.lr, args.warmup, args.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        rng = batch_rng(args.seed, acc.process_index, step)
+        x0, prompts = data.batch(rng, args.batch)
+        input_ids, mask = text.tokenize(prompts)
+        gen = torch.Generator().manual_seed(step_seed(args.seed, acc.process_index, step))
+        u = torch.rand(args.batch, generator=gen)
+        sigma = shift_sigma(u, args.train_shift).to(acc.device)  # [B]
+        noise = torch.randn(x0.shape, generator=gen).to(acc.device)
+        keep_text = (torch.rand(args.batch, generator=gen) >= args.text_dropout).float().to(acc.device)
+        loss = model(x0, input_ids, mask, sigma, noise, keep_text)
+        acc.backward(loss)
+        grad_norm = acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(acc.unwrap_model(model))
+        state.step = step + 1
+        for k, v in (("loss", loss.item()), ("grad_norm", float(grad_norm))):
+            sums[k] = sums.get(k, 0.0) + v
+        n_acc += 1
+        if state.step % args.log_every == 0 or state.step == args.steps:
+            row = {k: v / n_acc for k, v in sums.items()}
+            log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            sums, n_acc = {}, 0
+        if state.step % args.save_every == 0 or state.step == args.steps:
+            ckpt.save(acc, state, model, opt, ema)
+            if main:
+                plot_losses(log.path, os.path.join(args.out, "loss.png"), title="teacher (flow matching)")
+        if main and args.sample_every and state.step % args.sample_every == 0 and state.step < args.steps:
+            write_samples(*ema_parts(), vae, os.path.join(args.out, "samples", f"step-{state.step:07d}"),
+                          args.latent_frames, args.sample_steps, args.guidance, 5.0)
+    bar.close()
+    log.close()
+    result = {}
+    if main:
+        transformer, ema_text = ema_parts()
+        teacher_dir = os.path.join(args.out, "teacher")
+        export_teacher(transformer, ema_text, vae, teacher_dir,
+                       f"bidirectional flow-matching teacher, {state.step} steps (stage 1 of the recipe)")
+        samples = write_samples(transformer, ema_text, vae, os.path.join(args.out, "samples", "final"),
+                                args.latent_frames, args.sample_steps, args.guidance, 5.0)
+        losses = read_csv(log.path)["loss"]
+        result = {"stage": "teacher", "steps": state.step, "batch": args.batch * acc.num_processes,
+                  "final_loss": round(float(np.mean(losses[-10:])), 5), "wall_seconds": round(state.seconds(), 1),
+                  "teacher_dir": teacher_dir, "samples": samples, "hardware": hardware(acc),
+                  "command": getattr(args, "command_line", None)}
+        write_json(os.path.join(args.out, "metrics.json"), result)
+        acc.print(f"saved {teacher_dir}; final loss {result['final_loss']}")
+    acc.wait_for_everyone()
+    return result
