@@ -152,15 +152,21 @@ def cmd_train(args) -> int:
 
         train_vae(args)
     else:
-        module_name, func_name = TRAIN_STAGES[args.stage][0], TRAIN_STAGES[args.stage][1]
+        module_name, func_name = TRAIN_STAGES[args.stage][:2]
         getattr(importlib.import_module(module_name), func_name)(args)
     return 0
 
 
-# stage -> (module, train function, help); each module defines add_args(parser) for its options.
+# stage -> (module, train function, options function, help)
 TRAIN_STAGES = {
-    "teacher": ("videossm.train.teacher", "train_teacher",
+    "teacher": ("videossm.train.teacher", "train_teacher", "add_args",
                 "stage 1: the bidirectional flow-matching teacher and the small text encoder"),
+    "causal": ("videossm.train.causal", "train_causal", "add_args",
+               "stage 2: the causal student, ODE regression on teacher trajectories"),
+    "dmd": ("videossm.train.dmd", "train_dmd", "add_args",
+            "stage 3: Self-Forcing DMD on the student's own 5 s rollouts, with a critic"),
+    "long": ("videossm.train.dmd", "train_long", "add_long_args",
+             "stage 4: long self-rollout (60 s streams, memory, prompt switches), DMD on each 5 s chunk"),
 }
 
 
@@ -199,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     vae.set_defaults(func=cmd_train)
     import importlib
 
-    for stage, (module_name, _, help_text) in TRAIN_STAGES.items():
+    for stage, (module_name, _, args_func, help_text) in TRAIN_STAGES.items():
         stage_parser = stages.add_parser(stage, help=help_text)
-        importlib.import_module(module_name).add_args(stage_parser)
+        getattr(importlib.import_module(module_name), args_func)(stage_parser)
         stage_parser.set_defaults(func=cmd_train)
     return parser
 

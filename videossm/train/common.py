@@ -130,8 +130,15 @@ class EMA:
         self.shadow = {k: v.float().clone() for k, v in state["shadow"].items()}
 
 
+def _optimizer_states(optimizer):
+    """One optimizer's state dict, or a list of them (stages with a generator and a critic)."""
+    if isinstance(optimizer, (list, tuple)):
+        return [opt.state_dict() for opt in optimizer]
+    return optimizer.state_dict()
+
+
 class Checkpointer:
-    """Saves and resumes (model, optimizer, EMA, step, RNG states, config) in `out_dir` as ckpt-STEP.pt."""
+    """Saves and resumes (model, optimizer(s), EMA, step, RNG states, config) in `out_dir` as ckpt-STEP.pt."""
 
     def __init__(self, out_dir: str, config: dict, keep: int = 2):
         self.out_dir, self.config, self.keep = out_dir, json.loads(json.dumps(config)), keep
@@ -150,7 +157,7 @@ class Checkpointer:
         if acc.is_main_process:
             os.makedirs(self.out_dir, exist_ok=True)
             payload = {"config": self.config, "step": state.step, "elapsed": state.seconds(), "extra": state.extra,
-                       "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                       "model": acc.unwrap_model(model).state_dict(), "optimizer": _optimizer_states(optimizer),
                        "ema": ema.state_dict() if ema is not None else None, "rng": rng_state(), **extra}
             tmp = f"{path}.tmp{os.getpid()}"
             torch.save(payload, tmp)
@@ -170,7 +177,12 @@ class Checkpointer:
                                      f"use another --out folder or the same settings")
         acc.unwrap_model(model).load_state_dict(payload["model"])
         if optimizer is not None:
-            optimizer.load_state_dict(payload["optimizer"])
+            optimizers = optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]
+            saved = payload["optimizer"] if isinstance(payload["optimizer"], list) else [payload["optimizer"]]
+            if len(saved) != len(optimizers):
+                raise CheckpointMismatch(f"{path} holds {len(saved)} optimizer states, this stage has {len(optimizers)}")
+            for opt, opt_state in zip(optimizers, saved):
+                opt.load_state_dict(opt_state)
         if ema is not None and payload["ema"] is not None:
             ema.load_state_dict(payload["ema"])
         set_rng_state(payload["rng"])

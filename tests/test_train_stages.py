@@ -1,0 +1,122 @@
+"""One tiny run of each transformer stage of the recipe (teacher -> causal -> dmd -> long), chained as in the
+real recipe on the `test` preset: losses are finite, parameters move, checkpoints resume and the exported
+students load and stream."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKLWan
+
+from videossm.cli import main
+from videossm.models.vae import vae_config
+from videossm.pipeline import VideoSSMPipeline
+from videossm.sampling.ode import ode_sigmas, sample_ode
+from videossm.sampling.scheduler import denoising_sigmas
+from videossm.train.common import read_csv
+from videossm.weights.checkpoint import load_safetensors
+
+
+def _ckpt_model(out):
+    path = sorted(glob.glob(os.path.join(out, "ckpt-*.pt")))[-1]
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    vae_dir = str(root / "vae")
+    torch.manual_seed(0)
+    AutoencoderKLWan(**vae_config(z_dim=4, base_dim=4)).save_pretrained(vae_dir)
+    common = ["--log-every", "1", "--save-every", "2"]
+    teacher = str(root / "teacher")
+    assert main(["train", "teacher", "--vae", vae_dir, "--out", teacher, "--preset", "test", "--latent-frames", "6",
+                 "--steps", "2", "--batch", "2", "--sample-steps", "2", "--sample-every", "0", *common]) == 0
+    causal = str(root / "causal")
+    assert main(["train", "causal", "--teacher", f"{teacher}/teacher", "--out", causal, "--latent-frames", "12",
+                 "--window-frames", "9", "--pairs", "3", "--shard-size", "2", "--ode-substeps", "2", "--steps", "2",
+                 "--batch", "2", *common]) == 0
+    dmd = str(root / "dmd")
+    assert main(["train", "dmd", "--student", f"{causal}/student", "--teacher", f"{teacher}/teacher", "--out", dmd,
+                 "--latent-frames", "6", "--rollout-frames", "6", "--steps", "2", "--gen-every", "1", *common]) == 0
+    long = str(root / "long")
+    assert main(["train", "long", "--student", f"{dmd}/student", "--teacher", f"{teacher}/teacher", "--out", long,
+                 "--latent-frames", "6", "--rollout-frames", "18", "--window-frames", "6", "--switch-prob", "1",
+                 "--steps", "3", "--gen-every", "1", *common]) == 0
+    return dict(root=root, vae=vae_dir, teacher=teacher, causal=causal, dmd=dmd, long=long, common=common)
+
+
+def test_teacher_trains_transformer_and_text_encoder(runs):
+    log = read_csv(os.path.join(runs["teacher"], "log.csv"))
+    assert len(log["loss"]) == 2 and np.isfinite(log["loss"]).all()
+    weights = _ckpt_model(runs["teacher"])["model"]
+    from videossm.train.teacher import build_teacher
+
+    fresh, _ = build_teacher("test", seed=0)  # the same initialisation as the run
+    moved = {k for k, v in fresh.state_dict().items() if not torch.equal(v, weights[k])}
+    assert any(k.startswith("transformer.blocks.0.attn1") for k in moved)
+    assert any(k.startswith("text_model.") for k in moved), "the text encoder must learn with the teacher"
+    assert not any(".memory." in k for k in moved), "the bidirectional teacher has no use for the memory"
+    assert os.path.exists(os.path.join(runs["teacher"], "samples", "final", "heldout.mp4"))
+
+
+def test_teacher_resumes_where_it_stopped(runs, tmp_path):
+    out = str(tmp_path / "t")
+    args = ["train", "teacher", "--vae", runs["vae"], "--out", out, "--preset", "test", "--latent-frames", "6",
+            "--batch", "1", "--sample-steps", "1", "--sample-every", "0", "--log-every", "1", "--save-every", "1"]
+    assert main([*args, "--steps", "1"]) == 0
+    assert main([*args, "--steps", "2"]) == 0  # continues from step 1
+    resumed = read_csv(os.path.join(out, "log.csv"))
+    straight = str(tmp_path / "s")
+    assert main([*[a if a != out else straight for a in args], "--steps", "2"]) == 0
+    assert np.allclose(resumed["loss"], read_csv(os.path.join(straight, "log.csv"))["loss"], rtol=1e-4)
+
+
+def test_causal_regression_hits_teacher_states_and_trains_the_memory_gates(runs):
+    shards = sorted(glob.glob(os.path.join(runs["causal"], "trajectories", "shard-*.pt")))
+    assert len(shards) == 2
+    shard = torch.load(shards[0], weights_only=True)
+    assert shard["states"].shape[:2] == (2, 4) and shard["x0"].shape[2] == 12
+    sigmas = denoising_sigmas(4, 5.0)
+    assert shard["sigmas"] == sigmas
+    teacher = VideoSSMPipeline.from_pretrained(os.path.join(runs["teacher"], "teacher"))
+    # The stored end point is the teacher's ODE solution from the stored starting noise.
+    cond = torch.cat([teacher.text_encoder.encode(p) for p in shard["prompts"]])
+    x0, _ = sample_ode(teacher.transformer, shard["states"][:, 0].float(), cond, ode_sigmas(sigmas, 2), 3.0)
+    assert torch.allclose(x0, shard["x0"].float(), atol=2e-2)
+
+    log = read_csv(os.path.join(runs["causal"], "log.csv"))
+    assert np.isfinite(log["loss"]).all()
+    before = load_safetensors(os.path.join(runs["teacher"], "teacher", "transformer.safetensors"))
+    after = _ckpt_model(runs["causal"])["model"]
+    changed = {k.removeprefix("student.") for k, v in after.items() if not torch.equal(v, before[k.removeprefix("student.")])}
+    assert any(".memory.beta_proj" in k for k in changed), "evicted frames must train the memory's write gates"
+    assert any(".memory.out_gate" in k for k in changed)
+
+
+def test_dmd_and_long_stages_move_the_generator_and_export_streaming_students(runs):
+    for stage, start in (("dmd", runs["causal"]), ("long", runs["dmd"])):
+        log = read_csv(os.path.join(runs[stage], "log.csv"))
+        assert np.isfinite(log["critic_loss"]).all() and np.isfinite(log["dmd_loss"]).all()
+        before = load_safetensors(os.path.join(start, "student", "transformer.safetensors"))
+        after = _ckpt_model(runs[stage])["model"]
+        assert any(not torch.equal(v, before[k.removeprefix("generator.")])
+                   for k, v in after.items() if k.startswith("generator.blocks"))
+    long_log = read_csv(os.path.join(runs["long"], "log.csv"))
+    assert list(long_log["frame"]) == [6, 12, 18], "the long stage continues one rollout across steps"
+    assert long_log["switches"][-1] == 2, "prompt switches happen at chunk boundaries after the first"
+    pipe = VideoSSMPipeline.from_pretrained(os.path.join(runs["long"], "student"))
+    assert pipe.trained and pipe.stream_config.window_frames == 6
+    frames, _ = pipe.generate("a red circle moving right on a gray background", seconds=2, seed=0)
+    assert frames.shape[1:] == (32, 32, 3) and frames.dtype == np.uint8
+
+
+def test_bad_stage_arguments_are_named(runs, capsys):
+    rc = main(["train", "causal", "--teacher", os.path.join(runs["teacher"], "teacher"), "--out",
+               str(runs["root"] / "bad"), "--latent-frames", "10"])
+    assert rc == 2 and "--latent-frames must be a positive multiple of --block-frames (3), got 10" in capsys.readouterr().err
+    rc = main(["train", "teacher", "--vae", str(runs["root"] / "nope"), "--out", str(runs["root"] / "bad2"),
+               "--preset", "test"])
+    assert rc == 2 and "is not a VAE folder" in capsys.readouterr().err

@@ -1,0 +1,250 @@
+"""Stage 2: the causal student, initialised by ODE regression on teacher trajectories (CausVid / Self-Forcing).
+
+    python -m videossm train causal --teacher runs/teacher/teacher --out runs/causal-hybrid --memory hybrid
+
+1. Trajectories. For random train prompts and noise, the teacher integrates its flow ODE with guidance
+   on a grid that passes exactly through the student's 4 sigmas (1, 0.9375, 0.8333, 0.625). Each pair
+   keeps the states at those sigmas and the end point x0, in shards `out/trajectories/shard-NNNNN.pt`
+   (fp16), written atomically and skipped when present: an interrupted run resumes where it stopped.
+2. Regression. The student starts from the teacher's weights (memory zero-gated) and runs causally,
+   block by block, through the same KV cache, sink, window and memory as at inference. For each block
+   it sees the trajectory state at a random one of its 4 sigmas and must predict the teacher's x0 of
+   that block; the block's clean x0 is then written into the cache (teacher forcing, as CausVid). In
+   `hybrid` mode the clean passes keep the gates' graph, so frames evicted from the window train the
+   memory's write path through M. Loss: MSE of x0, averaged over blocks.
+
+The result, `out/student/`, is a streaming checkpoint (memory mode, window and sink in its config) for
+the DMD stage, or to generate with directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import glob
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from torch import nn
+
+from ..config import MEMORY_MODES, ConfigError, StreamConfig
+from ..models.cache import KVCache
+from ..models.transformer import VideoSSMTransformer
+from ..sampling.ode import ode_sigmas, sample_ode
+from ..sampling.scheduler import denoising_sigmas
+from ..world import sample_prompt
+from .common import (EMA, Checkpointer, CSVLogger, hardware, lr_at, plot_losses, progress, read_csv, step_seed,
+                     write_json)
+from .data import batch_rng
+
+
+def add_stream_args(p, memory_default: str | None = "hybrid") -> None:
+    p.add_argument("--memory", default=memory_default, choices=MEMORY_MODES,
+                   help="memory mode the student is trained for (hybrid, or the sink/window baselines)")
+    p.add_argument("--block-frames", type=int, default=3)
+    p.add_argument("--window-frames", type=int, default=12)
+    p.add_argument("--sink-frames", type=int, default=3)
+
+
+def add_args(p) -> None:
+    p.add_argument("--teacher", required=True, help="the teacher folder (train teacher's OUT/teacher)")
+    p.add_argument("--out", default="runs/causal", help="run folder: trajectories/, checkpoints, logs, student/")
+    add_stream_args(p)
+    p.add_argument("--latent-frames", type=int, default=21, help="trajectory length in latent frames (21: 5 s)")
+    p.add_argument("--pairs", type=int, default=1024, help="teacher trajectories to generate")
+    p.add_argument("--shard-size", type=int, default=16, help="trajectories per shard file")
+    p.add_argument("--ode-substeps", type=int, default=8, help="teacher Euler steps between two student sigmas")
+    p.add_argument("--guidance", type=float, default=3.0, help="teacher classifier-free guidance")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
+                   help="write the cache without gradients (the memory's gates then learn nothing here)")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
+
+
+def stream_config_from(args) -> StreamConfig:
+    return StreamConfig(memory=args.memory, block_frames=args.block_frames, window_frames=args.window_frames,
+                        sink_frames=args.sink_frames).validate()
+
+
+def check_frames(latent_frames: int, stream_config: StreamConfig) -> None:
+    if latent_frames < 1 or latent_frames % stream_config.block_frames:
+        raise ConfigError(f"--latent-frames must be a positive multiple of --block-frames "
+                          f"({stream_config.block_frames}), got {latent_frames}")
+
+
+def load_teacher(path: str, device):
+    from ..pipeline import VideoSSMPipeline
+
+    return VideoSSMPipeline.from_pretrained(path, device=device, dtype=torch.float32)
+
+
+# --- 1. teacher trajectories -------------------------------------------------------------------------------
+
+def shard_paths(out: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(out, "trajectories", "shard-*.pt")))
+
+
+def make_trajectories(acc, teacher, args, student_sigmas: list[float]) -> None:
+    """Generate the missing shards (each process its share), atomically."""
+    cfg = teacher.model_config
+    folder = os.path.join(args.out, "trajectories")
+    os.makedirs(folder, exist_ok=True)
+    num_shards = -(-args.pairs // args.shard_size)
+    grid = ode_sigmas(student_sigmas, args.ode_substeps)
+    todo = [i for i in range(num_shards) if i % acc.num_processes == acc.process_index
+            and not os.path.exists(os.path.join(folder, f"shard-{i:05d}.pt"))]
+    for shard in progress(acc, todo, desc="teacher trajectories", unit="shard"):
+        rng = np.random.default_rng([args.seed, 7, shard])
+        n = min(args.shard_size, args.pairs - shard * args.shard_size)
+        prompts = [sample_prompt(rng, "train") for _ in range(n)]
+        gen = torch.Generator().manual_seed(step_seed(args.seed, 7, shard))
+        noise = torch.randn(n, cfg.in_channels, args.latent_frames, cfg.latent_height, cfg.latent_width, generator=gen)
+        cond = torch.cat([teacher.text_encoder.encode(p) for p in prompts]).to(acc.device)  # [n, L, D]
+        x0, kept = sample_ode(teacher.transformer, noise.to(acc.device), cond, grid, args.guidance, keep=student_sigmas)
+        states = torch.stack([kept[s] for s in student_sigmas], dim=1)  # [n, S, C, F, h, w]
+        path = os.path.join(folder, f"shard-{shard:05d}.pt")
+        tmp = f"{path}.tmp{os.getpid()}"
+        torch.save({"prompts": prompts, "sigmas": student_sigmas, "states": states.half().cpu(),
+                    "x0": x0.half().cpu()}, tmp)
+        os.replace(tmp, path)
+    acc.wait_for_everyone()
+
+
+def load_trajectories(out: str, expected: int) -> dict:
+    paths = shard_paths(out)
+    shards = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    if sum(len(s["prompts"]) for s in shards) < expected:
+        raise RuntimeError(f"{out}/trajectories holds fewer than {expected} trajectories; rerun to complete them")
+    return {"prompts": [p for s in shards for p in s["prompts"]], "states": torch.cat([s["states"] for s in shards]),
+            "x0": torch.cat([s["x0"] for s in shards])}
+
+
+# --- 2. regression -----------------------------------------------------------------------------------------
+
+class CausalODELoss(nn.Module):
+    """The student run block-causally through a KV cache, regressing the teacher's x0 (one DDP module)."""
+
+    def __init__(self, student: VideoSSMTransformer, stream_config: StreamConfig, memory_grad: bool):
+        super().__init__()
+        self.student, self.stream_config, self.memory_grad = student, stream_config, memory_grad
+
+    def forward(self, states, x0, text, sigma_index: list[int], sigmas: list[float]) -> torch.Tensor:
+        """states [B, S, C, F, h, w] (trajectory at the student's sigmas), x0 [B, C, F, h, w], text [B, L, D];
+        sigma_index: which sigma each block sees."""
+        sc = self.stream_config
+        batch, frames = x0.shape[0], x0.shape[2]
+        cache = KVCache(self.student.config, sc, batch, x0.device)
+        grad_gates = self.memory_grad and sc.uses_memory
+        losses = []
+        for block, f0 in enumerate(range(0, frames, sc.block_frames)):
+            frame_ids = list(range(f0, f0 + sc.block_frames))
+            k = sigma_index[block]
+            x_t = states[:, k, :, f0 : f0 + sc.block_frames]  # [B, C, Fb, h, w]
+            timestep = torch.full((batch, sc.block_frames), sigmas[k] * 1000.0, device=x0.device)
+            v = self.student(x_t, timestep, text, cache=cache, frame_start=f0)
+            x0_pred = x_t - sigmas[k] * v.float()
+            losses.append(F.mse_loss(x0_pred, x0[:, :, f0 : f0 + sc.block_frames]))
+            with torch.set_grad_enabled(grad_gates and torch.is_grad_enabled()):
+                clean_t = torch.full_like(timestep, sc.context_timestep)
+                self.student(x0[:, :, f0 : f0 + sc.block_frames], clean_t, text, cache=cache, frame_start=f0,
+                             write_cache=True)
+                cache.commit(frame_ids)
+        return torch.stack(losses).mean()
+
+
+def export_student(transformer, teacher, stream_config: StreamConfig, path: str, description: str) -> None:
+    from ..pipeline import VideoSSMPipeline
+
+    pipe = VideoSSMPipeline(transformer, teacher.text_encoder, teacher.decoder, stream_config,
+                            name=f"videossm-{stream_config.memory}", trained=True, description=description)
+    pipe.save_pretrained(path)
+
+
+def train_causal(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in ("steps", "batch", "pairs", "shard_size", "save_every", "log_every"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    stream_config = stream_config_from(args)
+    check_frames(args.latent_frames, stream_config)
+    acc = Accelerator(cpu=args.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    teacher = load_teacher(args.teacher, acc.device)
+    teacher.transformer.requires_grad_(False)
+    sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
+    make_trajectories(acc, teacher, args, sigmas)
+    data = load_trajectories(args.out, args.pairs)
+    text_bank = {p: teacher.text_encoder.encode(p).cpu() for p in sorted(set(data["prompts"]))}
+
+    student = copy.deepcopy(teacher.transformer).requires_grad_(True).train()
+    model = CausalODELoss(student, stream_config, args.memory_grad)
+    ckpt = Checkpointer(args.out, keep=2, config={
+        "stage": "causal", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
+        "latent_frames": args.latent_frames, "pairs": args.pairs, "seed": args.seed})
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    model, opt = acc.prepare(model, opt)
+    ema = EMA(acc.unwrap_model(model), decay=args.ema)
+    state = ckpt.resume(acc, model, opt, ema, require=args.resume)
+    main = acc.is_main_process
+    log = CSVLogger(os.path.join(args.out, "log.csv"), resume_step=state.step, main=main)
+    num_blocks = args.latent_frames // stream_config.block_frames
+    sums, n_acc = {}, 0
+    bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc="causal")
+    for step in bar:
+        lr = lr_at(step, args.lr, args.warmup, args.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        rng = batch_rng(args.seed, acc.process_index, step)
+        idx = rng.choice(len(data["prompts"]), size=args.batch, replace=len(data["prompts"]) < args.batch)
+        sigma_index = [int(k) for k in rng.integers(0, len(sigmas), size=num_blocks)]
+        states = data["states"][idx].float().to(acc.device)
+        x0 = data["x0"][idx].float().to(acc.device)
+        text = torch.cat([text_bank[data["prompts"][i]] for i in idx]).to(acc.device)
+        loss = model(states, x0, text, sigma_index, sigmas)
+        acc.backward(loss)
+        grad_norm = acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(acc.unwrap_model(model))
+        state.step = step + 1
+        for k, v in (("loss", loss.item()), ("grad_norm", float(grad_norm))):
+            sums[k] = sums.get(k, 0.0) + v
+        n_acc += 1
+        if state.step % args.log_every == 0 or state.step == args.steps:
+            row = {k: v / n_acc for k, v in sums.items()}
+            log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            sums, n_acc = {}, 0
+        if state.step % args.save_every == 0 or state.step == args.steps:
+            ckpt.save(acc, state, model, opt, ema)
+            if main:
+                plot_losses(log.path, os.path.join(args.out, "loss.png"), title=f"causal ODE init ({args.memory})")
+    bar.close()
+    log.close()
+    result = {}
+    if main:
+        shadow = copy.deepcopy(acc.unwrap_model(model)).eval()
+        ema.copy_to(shadow)
+        student_dir = os.path.join(args.out, "student")
+        export_student(shadow.student, teacher, stream_config, student_dir,
+                       f"causal student ({args.memory}), ODE-regression init, {state.step} steps (stage 2)")
+        losses = read_csv(log.path)["loss"]
+        result = {"stage": "causal", "memory": args.memory, "steps": state.step, "pairs": args.pairs,
+                  "final_loss": round(float(np.mean(losses[-10:])), 5), "wall_seconds": round(state.seconds(), 1),
+                  "student_dir": student_dir, "hardware": hardware(acc), "command": getattr(args, "command_line", None)}
+        write_json(os.path.join(args.out, "metrics.json"), result)
+        acc.print(f"saved {student_dir}; final loss {result['final_loss']}")
+    acc.wait_for_everyone()
+    return result

@@ -1,0 +1,280 @@
+"""Stages 3 and 4: Self-Forcing DMD on the student's own rollouts, short (`dmd`) and long (`long`).
+
+    python -m videossm train dmd  --student runs/causal-hybrid/student --teacher runs/teacher/teacher --out runs/dmd-hybrid
+    python -m videossm train long --student runs/dmd-hybrid/student    --teacher runs/teacher/teacher --out runs/long-hybrid
+
+Self-Forcing: the student generates a chunk of `--latent-frames` frames autoregressively from its OWN
+outputs, through the same KV cache / sink / window / memory code as inference (StreamingGenerator).
+Each block stops at a random one of the 4 denoising steps and only that last call keeps its graph; the
+block's x0 is then written into the cache. The chunk is judged by distribution matching distillation:
+  x_t = (1 - s) x0 + s eps,  real x0 from the frozen teacher (with guidance), fake x0 from a critic;
+  generator loss 0.5 || x0 - sg(x0 - (fake - real) / mean|x0 - real|) ||^2;
+  the critic (initialised from the teacher) learns flow matching on the generator's samples, every step;
+  the generator is updated every `--gen-every` steps (Self-Forcing's update ratio 5).
+
+`long` (LongLive's streaming long tuning, VideoSSM's long self-rollout) keeps one rollout going across
+steps for `--rollout-frames` latent frames (240 = 60 s): every step generates the next chunk after
+everything before it, so the window slides, frames are evicted and the memory fills up exactly as in a
+minute-long stream, while the teacher judges only the current 5 s chunk. Gradients stop at chunk
+boundaries (the cache is detached). With `--switch-prob` the prompt changes at a chunk boundary to one
+differing in one attribute, with the KV re-cache of inference. In `hybrid` mode the clean passes of a
+generator step keep the gates' graph, so the memory's write path learns from the chunk's losses.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from ..config import ConfigError
+from ..sampling.ode import guided_velocity, shift_sigma
+from ..sampling.stream import StreamingGenerator, StreamState
+from ..world import parse_prompt, sample_prompt, switch_candidates
+from .causal import add_stream_args, check_frames, export_student, load_teacher
+from .common import (EMA, Checkpointer, CSVLogger, hardware, lr_at, plot_losses, progress, read_csv, step_seed,
+                     write_json)
+from .data import batch_rng
+
+STAGE_DEFAULTS = {  # stage -> defaults that differ between the short and the long stage
+    "dmd": dict(rollout_frames=21, steps=2000, switch_prob=0.0, out="runs/dmd"),
+    "long": dict(rollout_frames=240, steps=2000, switch_prob=0.2, out="runs/long"),
+}
+
+
+def add_args(p, stage: str = "dmd") -> None:
+    d = STAGE_DEFAULTS[stage]
+    p.add_argument("--student", required=True, help="the student folder to start from (causal or dmd OUT/student)")
+    p.add_argument("--teacher", required=True, help="the teacher folder (real score), train teacher's OUT/teacher")
+    p.add_argument("--out", default=d["out"], help="run folder: checkpoints, logs, student/")
+    add_stream_args(p, memory_default=None)
+    p.add_argument("--latent-frames", type=int, default=21, help="chunk the teacher judges, latent frames (21: 5 s)")
+    p.add_argument("--rollout-frames", type=int, default=d["rollout_frames"],
+                   help="latent frames of one rollout before a new prompt and an empty cache (240: 60 s)")
+    p.add_argument("--switch-prob", type=float, default=d["switch_prob"],
+                   help="chance of a prompt switch at each chunk boundary of a rollout")
+    p.add_argument("--steps", type=int, default=d["steps"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--lr", type=float, default=2e-5, help="generator learning rate")
+    p.add_argument("--critic-lr", type=float, default=4e-5)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--gen-every", type=int, default=5, help="critic steps per generator step")
+    p.add_argument("--guidance", type=float, default=3.0, help="teacher classifier-free guidance (real score)")
+    p.add_argument("--score-shift", type=float, default=5.0, help="DMD noise level: sigma = shift(u), u ~ U(0.02, 0.98)")
+    p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
+                   help="commit blocks without gradients (the memory's gates then learn nothing here)")
+    p.add_argument("--ema", type=float, default=0.99)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=5)
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
+
+
+def add_long_args(p) -> None:
+    add_args(p, "long")
+
+
+class Rollout:
+    """One training stream: its StreamState plus the bookkeeping of prompts and switches."""
+
+    def __init__(self, generator: StreamingGenerator, text_encoder, batch: int, seed: int, index: int):
+        self.generator, self.text_encoder = generator, text_encoder
+        rng = np.random.default_rng([seed, 11, index])
+        self.rng = rng
+        self.state: StreamState = generator.new_state(step_seed(seed, 11, index), batch_size=batch)
+        self.prompt = sample_prompt(rng, "train")
+        generator.set_prompt(self.state, self.prompt, self.embed(self.prompt, batch))
+        self.switches = 0
+
+    def embed(self, prompt: str, batch: int) -> torch.Tensor:
+        return self.text_encoder.encode(prompt).expand(batch, -1, -1).to(self.generator.transformer.device)
+
+    def maybe_switch(self, prob: float) -> None:
+        if self.state.frame_index == 0 or prob <= 0 or self.rng.random() >= prob:
+            return
+        options = [s for specs in switch_candidates(parse_prompt(self.prompt)).values() for s in specs]
+        if not options:
+            return
+        self.prompt = options[int(self.rng.integers(len(options)))].text
+        batch = self.state.cache.batch_size
+        with torch.no_grad():
+            self.generator.set_prompt(self.state, self.prompt, self.embed(self.prompt, batch))
+        self.switches += 1
+
+    def chunk(self, num_frames: int, exit_steps: list[int], grad: bool, memory_grad: bool) -> torch.Tensor:
+        """The next `num_frames` latent frames [B, C, F, h, w]; graph only through each block's exit step."""
+        blocks = []
+        for exit_step in exit_steps:
+            x0 = self.generator.denoise_block(self.state, exit_step, grad=grad)
+            self.generator.commit_block(self.state, x0, grad_gates=grad and memory_grad)
+            blocks.append(x0)
+        return torch.cat(blocks, dim=2)
+
+    def end_chunk(self) -> None:
+        self.state.cache.detach_()
+
+
+def dmd_generator_loss(x0, teacher, critic, text, sigma, noise, guidance) -> tuple[torch.Tensor, float]:
+    """Distribution matching: push x0 along (real - fake) x0 predictions at noise level sigma [B]."""
+    s = sigma.view(-1, 1, 1, 1, 1)
+    with torch.no_grad():
+        x_t = (1 - s) * x0.detach() + s * noise
+        real_x0 = x_t - s * guided_velocity(teacher, x_t, sigma, text, guidance)
+        fake_x0 = x_t - s * critic(x_t, sigma * 1000.0, text).float()
+        scale = (x0.detach() - real_x0).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-6)
+        grad = (fake_x0 - real_x0) / scale
+    loss = 0.5 * F.mse_loss(x0.float(), (x0.detach() - grad).float())
+    return loss, float(grad.abs().mean())
+
+
+def critic_loss(critic, x0, text, sigma, noise) -> torch.Tensor:
+    """Flow matching of the critic on the generator's (detached) samples."""
+    s = sigma.view(-1, 1, 1, 1, 1)
+    x_t = (1 - s) * x0.detach() + s * noise
+    return F.mse_loss(critic(x_t, sigma * 1000.0, text).float(), noise - x0.detach())
+
+
+def train_dmd(args) -> dict:
+    return _train(args, "dmd")
+
+
+def train_long(args) -> dict:
+    return _train(args, "long")
+
+
+def _check(args) -> None:
+    for name in ("steps", "batch", "gen_every", "save_every", "log_every"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.rollout_frames < args.latent_frames:
+        raise ConfigError(f"--rollout-frames ({args.rollout_frames}) must be >= --latent-frames ({args.latent_frames})")
+    if not 0 <= args.switch_prob <= 1:
+        raise ConfigError(f"--switch-prob must be in [0, 1], got {args.switch_prob}")
+
+
+def _train(args, stage: str) -> dict:
+    _check(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    acc = Accelerator(cpu=args.cpu)
+    student_pipe = load_teacher(args.student, acc.device)  # any of our checkpoints loads the same way
+    stream_config = student_pipe.stream_config.with_overrides(
+        memory=args.memory, block_frames=args.block_frames, window_frames=args.window_frames,
+        sink_frames=args.sink_frames)
+    check_frames(args.latent_frames, stream_config)
+    teacher = load_teacher(args.teacher, acc.device).transformer.requires_grad_(False).eval()
+    generator = student_pipe.transformer.requires_grad_(True).train()
+    critic = copy.deepcopy(teacher).requires_grad_(True).train()
+    models = torch.nn.ModuleDict({"generator": generator, "critic": critic})
+    gen_opt = torch.optim.AdamW(generator.parameters(), lr=args.lr, betas=(0.0, 0.999), weight_decay=0.01)
+    critic_opt = torch.optim.AdamW(critic.parameters(), lr=args.critic_lr, betas=(0.0, 0.999), weight_decay=0.01)
+    gen_opt, critic_opt = acc.prepare(gen_opt, critic_opt)
+    ckpt = Checkpointer(args.out, keep=2, config={
+        "stage": stage, "model": generator.config.to_dict(), "stream": dataclasses.asdict(stream_config),
+        "latent_frames": args.latent_frames, "rollout_frames": args.rollout_frames, "seed": args.seed})
+    ema = EMA(generator, decay=args.ema)
+    state = ckpt.resume(acc, models, [gen_opt, critic_opt], None, require=args.resume)
+    if "ema" in state.extra:  # the generator's EMA travels in extra (the checkpointed model is both nets)
+        ema.load_state_dict(state.extra.pop("ema"))
+    main = acc.is_main_process
+    log = CSVLogger(os.path.join(args.out, "log.csv"), resume_step=state.step, main=main)
+    streamer = StreamingGenerator(generator, stream_config)
+    num_steps = len(streamer.sigmas)
+    blocks_per_chunk = args.latent_frames // stream_config.block_frames
+    # A resumed run starts a fresh rollout: the cache of the interrupted one is not checkpointed.
+    rollout_index = state.extra.get("rollouts", 0)
+    rollout = Rollout(streamer, student_pipe.text_encoder, args.batch, args.seed, rollout_index)
+    sums, n_acc = {}, {}
+    bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc=stage)
+    for step in bar:
+        gen_step = step % args.gen_every == 0
+        for opt, base in ((gen_opt, args.lr), (critic_opt, args.critic_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, base, args.warmup, args.steps, final_frac=1.0)
+        if rollout.state.frame_index + args.latent_frames > args.rollout_frames:
+            rollout_index += 1
+            rollout = Rollout(streamer, student_pipe.text_encoder, args.batch, args.seed, rollout_index)
+        rollout.maybe_switch(args.switch_prob)
+        rng = batch_rng(args.seed, acc.process_index, step)
+        exit_steps = [int(e) for e in rng.integers(0, num_steps, size=blocks_per_chunk)]
+        x0 = rollout.chunk(args.latent_frames, exit_steps, grad=gen_step,
+                           memory_grad=args.memory_grad and stream_config.uses_memory)  # [B, C, F, h, w]
+        text = rollout.state.prompt_embeds
+        gen = torch.Generator().manual_seed(step_seed(args.seed, acc.process_index, step))
+        row = {}
+        if gen_step:
+            sigma = shift_sigma(0.02 + 0.96 * torch.rand(args.batch, generator=gen), args.score_shift).to(acc.device)
+            noise = torch.randn(x0.shape, generator=gen).to(acc.device)
+            loss, grad_mag = dmd_generator_loss(x0, teacher, critic, text, sigma, noise, args.guidance)
+            acc.backward(loss)
+            row["gen_grad_norm"] = float(acc.clip_grad_norm_(generator.parameters(), 1.0))
+            gen_opt.step()
+            gen_opt.zero_grad(set_to_none=True)
+            critic_opt.zero_grad(set_to_none=True)
+            ema.update(generator)
+            row.update(dmd_loss=loss.item(), dmd_grad=grad_mag)
+        rollout.end_chunk()
+        sigma = shift_sigma(torch.rand(args.batch, generator=gen), args.score_shift).to(acc.device)
+        noise = torch.randn(x0.shape, generator=gen).to(acc.device)
+        loss = critic_loss(critic, x0, text, sigma, noise)
+        acc.backward(loss)
+        acc.clip_grad_norm_(critic.parameters(), 1.0)
+        critic_opt.step()
+        critic_opt.zero_grad(set_to_none=True)
+        gen_opt.zero_grad(set_to_none=True)
+        row["critic_loss"] = loss.item()
+        state.step = step + 1
+        state.extra["rollouts"] = rollout_index
+        for k, v in row.items():
+            sums[k] = sums.get(k, 0.0) + v
+            n_acc[k] = n_acc.get(k, 0) + 1
+        if state.step % args.log_every == 0 or state.step == args.steps:
+            means = {k: sums[k] / n_acc[k] for k in ("dmd_loss", "dmd_grad", "gen_grad_norm", "critic_loss")
+                     if k in sums}
+            log.log(step=state.step, dmd_loss=means.get("dmd_loss", float("nan")),
+                    dmd_grad=means.get("dmd_grad", float("nan")), gen_grad_norm=means.get("gen_grad_norm", float("nan")),
+                    critic_loss=means["critic_loss"], frame=rollout.state.frame_index, switches=rollout.switches,
+                    seconds=round(state.seconds(), 2))
+            bar.set_postfix(critic=f"{means['critic_loss']:.4f}", frame=rollout.state.frame_index)
+            sums, n_acc = {}, {}
+        if state.step % args.save_every == 0 or state.step == args.steps:
+            _save(ckpt, acc, state, models, gen_opt, critic_opt, ema)
+            if main:
+                plot_losses(log.path, os.path.join(args.out, "loss.png"), title=f"{stage} ({stream_config.memory})",
+                            skip=("step", "seconds", "frame", "switches"))
+    bar.close()
+    log.close()
+    result = {}
+    if main:
+        shadow = copy.deepcopy(generator).eval()
+        ema.copy_to(shadow)
+        student_dir = os.path.join(args.out, "student")
+        export_student(shadow, student_pipe, stream_config, student_dir,
+                       f"VideoSSM student ({stream_config.memory}), {stage} stage, {state.step} steps")
+        cols = read_csv(log.path)
+        dmd = cols["dmd_loss"][np.isfinite(cols["dmd_loss"])]
+        result = {"stage": stage, "memory": stream_config.memory, "steps": state.step,
+                  "rollout_frames": args.rollout_frames, "latent_frames": args.latent_frames,
+                  "final_critic_loss": round(float(np.mean(cols["critic_loss"][-10:])), 5),
+                  "final_dmd_loss": round(float(np.mean(dmd[-10:])), 5) if len(dmd) else None,
+                  "rollouts": rollout_index + 1, "wall_seconds": round(state.seconds(), 1),
+                  "student_dir": student_dir, "hardware": hardware(acc), "command": getattr(args, "command_line", None)}
+        write_json(os.path.join(args.out, "metrics.json"), result)
+        acc.print(f"saved {student_dir}")
+    acc.wait_for_everyone()
+    return result
+
+
+def _save(ckpt, acc, state, models, gen_opt, critic_opt, ema) -> str:
+    state.extra["ema"] = ema.state_dict()
+    try:
+        return ckpt.save(acc, state, models, [gen_opt, critic_opt], None)
+    finally:
+        state.extra.pop("ema")
