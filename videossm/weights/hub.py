@@ -198,7 +198,9 @@ def infer_model_config(state_dict: dict[str, torch.Tensor], num_heads: int | Non
 def build_transformer(state_dict: dict[str, torch.Tensor], config: ModelConfig, source: str,
                       dtype: torch.dtype) -> VideoSSMTransformer:
     """Check keys precisely (memory modules may be missing: they stay zero-gated) and load."""
-    transformer = VideoSSMTransformer(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the memory modules' init (zero-gated) is the same on every load
+        transformer = VideoSSMTransformer(config)
     missing_memory = check_state_dict(state_dict, transformer, source, allow_missing_prefixes=(MEMORY_KEYS,))
     transformer.load_state_dict(state_dict, strict=False)
     if missing_memory:
@@ -387,7 +389,8 @@ def load_wan_pipeline(pipe_cls, spec: HubModel, device: torch.device, memory: st
     elif text_encoder in ("gpu", "offload"):
         raise ConfigError(f"text_encoder={text_encoder!r} needs a CUDA device; the device is {device}")
     transformer = transformer.to(device)
-    decoder = StreamingDecoder(vae.to(device, vae_dtype))
+    vae = vae.to(device) if vae_dtype == torch.float32 else vae.to(device, vae_dtype)
+    decoder = StreamingDecoder(vae)
     cache_id = f"{spec.base_repo}@{os.path.basename(os.path.normpath(base))}:{os.path.basename(te_source)}"
     embed_cache = embedding_cache_dir if embedding_cache_dir is not None else default_embedding_cache_dir()
     text = TextEncoder(te_model, tokenizer, model_config.text_len, te_device, offload=offload,
