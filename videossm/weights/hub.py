@@ -231,7 +231,7 @@ def load_vae(folder: str, layout: str) -> tuple[AutoencoderKLWan, str]:
     return vae, path
 
 
-def load_text_encoder(folder: str, layout: str, max_length: int, dtype: torch.dtype
+def load_text_encoder(folder: str, layout: str, dtype: torch.dtype
                       ) -> tuple[UMT5EncoderModel, object, str]:
     tok_dir = _need(folder, "tokenizer" if layout == "diffusers" else WAN_TOKENIZER, "the UMT5 tokenizer")
     try:
@@ -369,7 +369,7 @@ def load_wan_pipeline(pipe_cls, spec: HubModel, device: torch.device, memory: st
     del state_dict
 
     vae, vae_source = load_vae(base, layout)
-    te_model, tokenizer, te_source = load_text_encoder(base, layout, model_config.text_len,
+    te_model, tokenizer, te_source = load_text_encoder(base, layout,
                                                        torch.bfloat16 if device.type == "cuda" else torch.float32)
     if te_model.config.d_model != model_config.text_dim:
         raise CheckpointError(f"{te_source}: text encoder width {te_model.config.d_model} does not match the "
