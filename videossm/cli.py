@@ -25,7 +25,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=os.environ.get("VIDEOSSM_MODEL", "tiny"),
-                   help="checkpoint folder, or a preset name for fresh untrained weights (default: %(default)s)")
+                   help="self-forcing, longlive, wan2.1-t2v-1.3b (hub downloads), a hub repo id or folder (ours or "
+                        "Wan2.1), or a preset name for fresh untrained weights (default: %(default)s)")
     p.add_argument("--device", default=os.environ.get("VIDEOSSM_DEVICE", "auto"), help="cpu, cuda, cuda:N or auto")
     p.add_argument("--memory", choices=MEMORY_MODES, default=None,
                    help="hybrid (VideoSSM), sink (LongLive), window (rolling window), full (global causal)")
@@ -36,6 +37,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rope", choices=ROPE_MODES, default=None, help="window-relative (default) or absolute RoPE")
     p.add_argument("--max-seconds", type=float, default=None, help="cap on the video length (default 600)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--text-encoder", choices=("auto", "gpu", "cpu", "offload"), default="auto",
+                   help="where a real model's UMT5 encoder lives (auto: by the GPU memory plan)")
 
 
 def stream_overrides(args) -> dict:
@@ -50,7 +53,10 @@ def load_pipe(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return VideoSSMPipeline.from_pretrained(args.model, device=args.device, **stream_overrides(args))
+    from .weights.hub import HUB_MODELS
+
+    real = {"text_encoder": args.text_encoder} if args.model in HUB_MODELS or "/" in args.model else {}
+    return VideoSSMPipeline.from_pretrained(args.model, device=args.device, **real, **stream_overrides(args))
 
 
 def add_train_vae_args(p: argparse.ArgumentParser) -> None:

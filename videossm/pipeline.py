@@ -181,7 +181,8 @@ def _as_timeline(timeline: Timeline | dict | str, fps: int) -> Timeline:
 
 class VideoSSMPipeline:
     def __init__(self, transformer: VideoSSMTransformer, text_encoder: TextEncoder, decoder: StreamingDecoder | None,
-                 stream_config: StreamConfig, *, name: str, trained: bool, description: str = ""):
+                 stream_config: StreamConfig, *, name: str, trained: bool, description: str = "",
+                 trained_frames: int | None = None, loaded: list[dict] | None = None):
         self.transformer = transformer.eval()
         self.text_encoder = text_encoder
         self.decoder = decoder
@@ -189,6 +190,8 @@ class VideoSSMPipeline:
         self.name = name
         self.trained = trained
         self.description = description
+        self.trained_frames = trained_frames  # global-attention training horizon (latent frames), if any
+        self.loaded = loaded or []  # what was loaded from where, onto which device (describe())
 
     @property
     def model_config(self) -> ModelConfig:
@@ -202,7 +205,11 @@ class VideoSSMPipeline:
     def from_pretrained(cls, name_or_path: str = "tiny", device: str | torch.device | None = None,
                         memory: str | None = None, dtype: torch.dtype | None = None, seed: int = 0,
                         **stream_overrides) -> "VideoSSMPipeline":
-        """A checkpoint folder of ours, or a preset name for a freshly initialised (untrained) model."""
+        """A model name (wan2.1-t2v-1.3b, self-forcing, longlive: downloaded through huggingface_hub), a hub
+        repo id or local folder (our checkpoint format, or a Wan2.1 folder in the original or diffusers
+        layout), or a preset name (`tiny`, `test`, `random:wan2.1-t2v-1.3b`) for fresh untrained weights.
+        Real-weight options: text_encoder ("auto", "gpu", "cpu", "offload"), cache_dir (hub cache),
+        embedding_cache_dir ('' disables the prompt-embedding disk cache), height / width."""
         from .weights.loading import load_pipeline
 
         return load_pipeline(cls, name_or_path, resolve_device(device), memory=memory, dtype=dtype, seed=seed,
@@ -234,6 +241,11 @@ class VideoSSMPipeline:
                               decode, trace)
         for prompt in timeline.prompts():
             self.text_encoder.check(prompt)  # fail before the first block, not in the middle
+        latent_total = handle.num_blocks * stream_config.block_frames
+        if self.trained_frames and stream_config.memory != "full" and latent_total > self.trained_frames:
+            logger.warning("%s was trained with global attention over %d latent frames; streaming %d latent frames "
+                           "with memory=%s goes past what it was trained for (expect drift)", self.name,
+                           self.trained_frames, latent_total, stream_config.memory)
         return handle
 
     def generate(self, timeline: Timeline | dict | str, seconds: float, seed: int = 0, **kwargs
@@ -249,5 +261,7 @@ class VideoSSMPipeline:
         status = "trained" if self.trained else "UNTRAINED (random weights: the output is noise, not a trained model)"
         return (f"model {self.name!r}: {n / 1e6:.1f}M parameters, {status}, "
                 f"{self.model_config.width}x{self.model_config.height} @ {self.model_config.fps} fps, "
-                f"memory={self.stream_config.memory}, device={self.device}, dtype={self.transformer.dtype}")
+                f"memory={self.stream_config.memory}, device={self.device}, dtype={self.transformer.dtype}"
+                + "".join(f"\n  {part['component']}: " + ", ".join(f"{k}={v}" for k, v in part.items() if k != "component")
+                          for part in self.loaded))
 

@@ -2,7 +2,13 @@
 
 Prompts are tokenized, padded to `max_length`, encoded, and the padded positions are zeroed (Wan's
 convention; there is no cross-attention mask). Embeddings are cached per prompt, so a timeline that
-returns to a prompt, or a demo that repeats one, pays nothing.
+returns to a prompt, or a demo that repeats one, pays nothing. With `cache_dir` they are also kept on
+disk (one safetensors file per prompt, keyed by the encoder's id and the prompt's hash, written to a
+temporary file and renamed into place, so concurrent writers never leave a torn file), so repeated demo
+prompts cost nothing across restarts either.
+
+`offload=True` keeps the encoder on the CPU and moves it to `device` only while it encodes (the 1.3B
+model's UMT5-XXL is 10.6 GiB in bf16; see videossm/weights/hub.py for the memory plan).
 
 The shipped small model uses a word-level tokenizer built from the world's grammar; a word outside
 its vocabulary is refused with the list of words it knows.
@@ -10,9 +16,11 @@ its vocabulary is refused with the list of words it knows.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import tempfile
 import threading
 from collections import OrderedDict
 
@@ -59,17 +67,25 @@ def encode_token_ids(model: UMT5EncoderModel, input_ids: torch.Tensor, mask: tor
 
 class TextEncoder:
     def __init__(self, model: UMT5EncoderModel, tokenizer, max_length: int, device: str | torch.device = "cpu",
-                 word_level: bool = False, cache_size: int = 256):
-        self.model = model.eval().to(device)
+                 word_level: bool = False, cache_size: int = 256, *, offload: bool = False,
+                 cache_dir: str | None = None, cache_id: str | None = None):
+        self.compute_device = torch.device(device)
+        self.offload = offload and self.compute_device.type != "cpu"
+        self.model = model.eval().to("cpu" if self.offload else self.compute_device)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.word_level = word_level
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_size = cache_size
+        if cache_dir is not None and not cache_id:
+            raise ValueError("a disk cache needs cache_id (the encoder's identity, e.g. repo@revision:file)")
+        self.cache_dir = cache_dir
+        self.cache_id = cache_id
         self._lock = threading.Lock()  # one encoder serves every stream of the process
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights are now (the CPU between encodes when offloaded)."""
         return next(self.model.parameters()).device
 
     @property
@@ -112,16 +128,84 @@ class TextEncoder:
         with self._lock:
             return self._encode(prompt)
 
+    def disk_path(self, prompt: str) -> str | None:
+        if self.cache_dir is None:
+            return None
+        key = hashlib.sha256(f"{self.cache_id}\n{self.max_length}\n{prompt}".encode()).hexdigest()
+        return os.path.join(self.cache_dir, key[:2], key + ".safetensors")
+
+    def _read_disk(self, prompt: str) -> torch.Tensor | None:
+        path = self.disk_path(prompt)
+        if path is None or not os.path.isfile(path):
+            return None
+        from safetensors.torch import load_file
+
+        try:
+            stored = load_file(path)
+            tokens, prompt_hash = stored["embedding"], stored["prompt_sha256"]  # [n, D]
+        except Exception as e:  # noqa: BLE001 - a bad cache file is recomputed, never fatal
+            logger.warning("prompt-embedding cache file %s unreadable (%s); recomputing", path, e)
+            return None
+        if bytes(prompt_hash.tolist()) != hashlib.sha256(prompt.encode()).digest() or tokens.shape[0] > self.max_length:
+            return None
+        hidden = torch.zeros(1, self.max_length, tokens.shape[1])
+        hidden[0, : tokens.shape[0]] = tokens.float()
+        return hidden
+
+    def _write_disk(self, prompt: str, tokens: torch.Tensor) -> None:
+        """tokens [n, D]: the unpadded embedding (the padding is zero by construction)."""
+        path = self.disk_path(prompt)
+        if path is None:
+            return
+        from safetensors.torch import save_file
+
+        prompt_hash = torch.tensor(list(hashlib.sha256(prompt.encode()).digest()), dtype=torch.uint8)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".partial")
+            os.close(fd)
+            try:
+                save_file({"embedding": tokens.detach().cpu().contiguous(), "prompt_sha256": prompt_hash}, tmp)
+                os.replace(tmp, path)  # atomic: readers see the old state or the whole file
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as e:
+            logger.warning("cannot write the prompt-embedding cache %s (%s)", path, e)
+
     @torch.no_grad()
     def _encode(self, prompt: str) -> torch.Tensor:
         if prompt in self._cache:
             self._cache.move_to_end(prompt)
             return self._cache[prompt]
-        hidden = encode_token_ids(self.model, *self.tokenize([prompt])).contiguous()  # [1, L, D], padding zeroed
+        ids = self.check(prompt)
+        hidden = self._read_disk(prompt)
+        if hidden is None:
+            hidden = self._run_model(ids)
+            self._write_disk(prompt, hidden[0, : len(ids)])
+        else:
+            hidden = hidden.to(self.compute_device if not self.offload else "cpu")
         self._cache[prompt] = hidden
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return hidden
+
+    def _run_model(self, ids: list[int]) -> torch.Tensor:
+        """[1, max_length, D] float32, padded positions exactly zero."""
+        input_ids = torch.zeros(1, self.max_length, dtype=torch.long)
+        input_ids[0, : len(ids)] = torch.tensor(ids)
+        mask = torch.zeros_like(input_ids)
+        mask[0, : len(ids)] = 1
+        if self.offload:
+            self.model.to(self.compute_device)
+        try:
+            device = self.device
+            hidden = encode_token_ids(self.model, input_ids.to(device), mask.to(device)).contiguous()  # [1, L, D]
+        finally:
+            if self.offload:
+                self.model.to("cpu")
+                torch.cuda.empty_cache()
+        return hidden.cpu() if self.offload else hidden
 
     def save_pretrained(self, path: str) -> None:
         self.model.save_pretrained(os.path.join(path, "text_encoder"))

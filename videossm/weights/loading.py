@@ -70,13 +70,35 @@ def load_folder(pipe_cls, path: str, device: torch.device, memory: str | None, d
                     trained=bool(config.get("trained", False)), description=config.get("description", ""))
 
 
+RANDOM_PREFIX = "random:"
+REAL_WEIGHT_OPTIONS = ("cache_dir", "text_encoder", "height", "width", "embedding_cache_dir")
+
+
 def load_pipeline(pipe_cls, name_or_path: str, device: torch.device, memory=None, dtype=None, seed=0, **overrides):
-    if os.path.isdir(name_or_path):
-        return load_folder(pipe_cls, name_or_path, device, memory, dtype, **overrides)
-    if name_or_path in MODEL_PRESETS:
-        return random_pipeline(pipe_cls, name_or_path, device, memory, dtype, seed, **overrides)
-    raise ConfigError(f"unknown model {name_or_path!r}: not a folder, and not one of the presets "
-                      f"{', '.join(MODEL_PRESETS)}")
+    """Resolution order: a local folder; a named real checkpoint (hub.HUB_MODELS); a preset for fresh
+    weights (`random:NAME` forces one, e.g. `random:wan2.1-t2v-1.3b`); a hub repo id `org/name`."""
+    from .hub import HUB_MODELS, detect_layout, load_wan_pipeline, resolve, spec_for_repo
+
+    real = {k: overrides.pop(k) for k in REAL_WEIGHT_OPTIONS if k in overrides}
+    preset = name_or_path[len(RANDOM_PREFIX):] if name_or_path.startswith(RANDOM_PREFIX) else None
+    if preset is None and name_or_path in HUB_MODELS:
+        return load_wan_pipeline(pipe_cls, HUB_MODELS[name_or_path], device, memory, dtype, **real, **overrides)
+    if preset is None and name_or_path in MODEL_PRESETS and not os.path.isdir(name_or_path):
+        preset = name_or_path
+    if preset is not None:
+        if preset not in MODEL_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; accepted: {', '.join(MODEL_PRESETS)}")
+        return random_pipeline(pipe_cls, preset, device, memory, dtype, seed, **overrides)
+    if not os.path.isdir(name_or_path) and name_or_path.count("/") != 1:
+        raise ConfigError(f"unknown model {name_or_path!r}: not a folder, not a hub repo id (org/name), not one of "
+                          f"the named checkpoints {', '.join(HUB_MODELS)}, and not one of the presets "
+                          f"{', '.join(MODEL_PRESETS)}")
+    folder = resolve(name_or_path, None if os.path.isdir(name_or_path) else
+                     ["videossm_config.json", "model_index.json", "config.json", "vae/config.json"], real.get("cache_dir"))
+    if detect_layout(folder) == "videossm":
+        folder = resolve(name_or_path, None, real.get("cache_dir"))  # the whole checkpoint
+        return load_folder(pipe_cls, folder, device, memory, dtype, **overrides)
+    return load_wan_pipeline(pipe_cls, spec_for_repo(name_or_path), device, memory, dtype, **real, **overrides)
 
 
 def save_pipeline(pipe, path: str) -> None:
