@@ -120,3 +120,21 @@ def test_bad_stage_arguments_are_named(runs, capsys):
     rc = main(["train", "teacher", "--vae", str(runs["root"] / "nope"), "--out", str(runs["root"] / "bad2"),
                "--preset", "test"])
     assert rc == 2 and "is not a VAE folder" in capsys.readouterr().err
+
+
+def test_ship_halves_the_transformer_and_loads_the_same_model(runs, tmp_path):
+    target = str(tmp_path / "assets" / "videossm-hybrid")
+    assert main(["train", "ship", "--student", os.path.join(runs["causal"], "student"), "--to", target]) == 0
+    full = load_safetensors(os.path.join(runs["causal"], "student", "transformer.safetensors"))
+    half = load_safetensors(os.path.join(target, "transformer.safetensors"))
+    assert all(half[k].dtype == torch.float16 and torch.allclose(half[k].float(), v, atol=1e-2, rtol=1e-3)
+               for k, v in full.items())
+    a, _ = VideoSSMPipeline.from_pretrained(os.path.join(runs["causal"], "student")).generate(
+        "a red circle moving right on a gray background", seconds=1, seed=3)
+    b, _ = VideoSSMPipeline.from_pretrained(target).generate("a red circle moving right on a gray background",
+                                                             seconds=1, seed=3)
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 3.0
+    # An untrained model is never shipped.
+    fresh = str(tmp_path / "fresh")
+    VideoSSMPipeline.from_pretrained("test").save_pretrained(fresh)
+    assert main(["train", "ship", "--student", fresh, "--to", str(tmp_path / "x")]) == 2

@@ -173,6 +173,8 @@ TRAIN_STAGES = {
             "stage 3: Self-Forcing DMD on the student's own 5 s rollouts, with a critic"),
     "long": ("videossm.train.dmd", "train_long", "add_long_args",
              "stage 4: long self-rollout (60 s streams, memory, prompt switches), DMD on each 5 s chunk"),
+    "ship": ("videossm.train.ship", "ship", "add_args",
+             "copy a trained student into assets/ with fp16 weights (the shipped checkpoints)"),
 }
 
 
