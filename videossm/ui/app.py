@@ -99,7 +99,7 @@ class App:
         compute_s = sum(b["seconds"] for b in stats.per_block)
         video_s = stats.frames / handle.fps
         if event is None:
-            state = "Starting…"
+            state, note = note or "Starting…", ""
         elif event.done:
             state = "**Done.**"
         elif not event.released:
@@ -174,7 +174,7 @@ class App:
                         yield path, (None if first else gr.skip()), status, widget
                         first = False
                 if handle._stats.frames < handle.total_frames:  # stopped (Stop, or the session went away)
-                    yield gr.skip(), gr.skip(), self.status(pipe, handle, None, run, "**Stopped.**"), gr.skip()
+                    yield gr.skip(), None, self.status(pipe, handle, None, run, "**Stopped.**"), gr.skip()
             except USER_ERRORS as e:
                 raise gr.Error(str(e)) from e
             except gr.Error:
@@ -197,8 +197,7 @@ class App:
             timeline = self.parse_timeline(timeline_value, seconds)
         except gr.Error as e:
             live = running[0].timeline.snapshot() if running else None
-            widget = gr.update(value=to_json(live)) if live is not None and to_json(live) != timeline_value \
-                else gr.skip()
+            widget = to_json(live) if live is not None and to_json(live) != timeline_value else gr.skip()
             return widget, gr.skip(), f"⚠️ Timeline not applied: {e.message}"
         if not running:
             return gr.skip(), to_rows(to_json(timeline)), "Timeline ready; it is used when you press Generate."
@@ -207,7 +206,7 @@ class App:
             handle.update_timeline(timeline)
         except TimelineError as e:
             live = to_json(handle.timeline.snapshot())
-            return gr.update(value=live), to_rows(live), f"⚠️ Edit refused: {e}"
+            return live, to_rows(live), f"⚠️ Edit refused: {e}"
         return gr.skip(), to_rows(to_json(timeline)), (
             f"Edit applied to the running stream (version {handle.timeline.version}); it takes effect at the next "
             f"block after {handle.timeline.locked_seconds:.2f} s.")

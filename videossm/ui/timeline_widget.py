@@ -33,7 +33,7 @@ def timeline_widget(value: str, duration: float) -> gr.HTML:
 
 def timeline_table(value: str) -> gr.Dataframe:
     return gr.Dataframe(value=to_rows(value), headers=TABLE_HEADERS, datatype=["number", "str"], column_count=2,
-                        row_count=(1, "dynamic"), interactive=True, elem_id="timeline-table",
+                        row_count=1, row_limits=(1, None), interactive=True, elem_id="timeline-table",
                         label="Timeline as a table (keyboard: Tab/arrows to move, Enter to edit; same data as above)")
 
 
