@@ -8,6 +8,7 @@
   let selected = 0;
   let drag = null; // {index, start} while a segment is being moved
   let lastValue = null;
+  let draft = null; // {index, start, prompt}: unsaved editor input, kept across re-renders
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -52,6 +53,7 @@
       if (!s.prompt.trim()) return say(`segment ${i + 1} has an empty prompt`, true), false;
     }
     const value = JSON.stringify({ fps: timeline().fps, segments });
+    draft = null;
     if (value !== props.value) props.value = value; // fires .change: the server applies it to the stream
     say(note || "", false);
     render();
@@ -101,7 +103,9 @@
         el("button", { class: "vt-export", type: "button", text: "Export JSON" }),
         el("button", { class: "vt-import", type: "button", text: "Import JSON" })),
       lockedNow ? el("div", { class: "vt-note", text: "This segment is already (partly) generated and locked." }) : null);
-    editor.querySelector(".vt-prompt").value = s.prompt;
+    const keep = draft && draft.index === selected ? draft : null;
+    editor.querySelector(".vt-prompt").value = keep ? keep.prompt : s.prompt;
+    if (keep) editor.querySelector(".vt-start").value = keep.start;
     const old = host.querySelector(".vt-editor");
     if (old) old.replaceWith(editor); else host.querySelector(".vt-readout").after(editor);
   }
@@ -119,7 +123,12 @@
     if (props.value !== lastValue || !host.querySelector(".vt-editor")) { lastValue = props.value; renderEditor(host); }
   }
 
-  function select(i) { selected = i; lastValue = null; render(); }
+  function select(i) { selected = i; draft = null; lastValue = null; render(); }
+
+  element.addEventListener("input", (ev) => {
+    if (!ev.target.closest || !ev.target.closest(".vt-editor")) return;
+    draft = { index: selected, start: element.querySelector(".vt-start").value, prompt: element.querySelector(".vt-prompt").value };
+  });
 
   element.addEventListener("click", (ev) => {
     const t = timeline(), target = ev.target;

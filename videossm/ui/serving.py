@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import logging
@@ -142,6 +143,7 @@ class Sessions:
         self.max_streams = max_streams_per_session
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self.finished: collections.deque = collections.deque(maxlen=64)  # (session, stats) of recent streams
 
     def add(self, session_id: str, handle: StreamHandle) -> None:
         with self._lock:
@@ -159,6 +161,7 @@ class Sessions:
             if session and handle in session.handles:
                 session.handles.remove(handle)
                 session.last_stats = stats
+            self.finished.append((session_id, stats))
         handle.state = None  # the KV cache, memory state and decoder cache go now, not when the handle is collected
 
     def running(self, session_id: str) -> list[StreamHandle]:
