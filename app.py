@@ -1,11 +1,12 @@
 """VideoSSM app: `python app.py` (or `bash scripts/app.sh`, which sets everything up first).
 
 Options fall back to the environment, then to defaults:
-  --model   VIDEOSSM_MODEL    a preset name or a checkpoint folder      (default: tiny, embedded, untrained)
-  --device  VIDEOSSM_DEVICE   auto, cpu, cuda, cuda:1, ...              (default: auto)
-  --host    VIDEOSSM_HOST     interface to listen on                    (default: 127.0.0.1;
-                                                                          use 0.0.0.0 on a Space or in a container)
-  --port    VIDEOSSM_PORT or GRADIO_SERVER_PORT                         (default: 7860)
+  --model   VIDEOSSM_MODEL    preset names or checkpoint folders, comma-separated; the first is the default
+                              (default: videossm.ui.config.DEFAULT_MODEL, today the embedded UNTRAINED "tiny")
+  --device  VIDEOSSM_DEVICE   auto (every GPU, one worker each; else CPU), cpu, cuda:1, or a comma list
+  --host    VIDEOSSM_HOST     interface to listen on (default 127.0.0.1; use 0.0.0.0 on a Space or in a container)
+  --port    VIDEOSSM_PORT or GRADIO_SERVER_PORT (default 7860)
+  --max-seconds VIDEOSSM_MAX_SECONDS  cap on one generation's length (default 60)
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import argparse
 import logging
 import os
 import sys
+
+from videossm.ui.config import DEFAULT_MODEL, AppConfig
 
 
 def _env_port() -> int:
@@ -26,15 +29,26 @@ def _env_port() -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="VideoSSM streaming text-to-video app (Gradio).")
-    parser.add_argument("--model", default=os.environ.get("VIDEOSSM_MODEL", "tiny"),
-                        help="model preset name or checkpoint folder (env VIDEOSSM_MODEL; default: tiny)")
+    parser.add_argument("--model", default=os.environ.get("VIDEOSSM_MODEL", DEFAULT_MODEL),
+                        help=f"model preset(s) or checkpoint folder(s), comma-separated; the first is the default "
+                             f"(env VIDEOSSM_MODEL; default: {DEFAULT_MODEL})")
     parser.add_argument("--device", default=os.environ.get("VIDEOSSM_DEVICE", "auto"),
-                        help="auto, cpu, cuda, ... (env VIDEOSSM_DEVICE; default: auto)")
+                        help="auto (one worker per GPU, else CPU), cpu, cuda:0,cuda:1, ... (env VIDEOSSM_DEVICE)")
     parser.add_argument("--host", default=os.environ.get("VIDEOSSM_HOST", "127.0.0.1"),
                         help="interface to listen on (env VIDEOSSM_HOST; default 127.0.0.1; a Space needs 0.0.0.0)")
     parser.add_argument("--port", type=int, default=_env_port(),
                         help="port (env VIDEOSSM_PORT or GRADIO_SERVER_PORT; default 7860)")
+    parser.add_argument("--max-seconds", type=float, default=float(os.environ.get("VIDEOSSM_MAX_SECONDS",
+                                                                                   AppConfig.max_seconds)),
+                        help=f"longest video one request may ask for (env VIDEOSSM_MAX_SECONDS; "
+                             f"default {AppConfig.max_seconds:g})")
     return parser.parse_args(argv)
+
+
+def app_config(args: argparse.Namespace) -> AppConfig:
+    split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
+    return AppConfig(models=split(args.model), devices=split(args.device), max_seconds=args.max_seconds,
+                     default_seconds=min(AppConfig.default_seconds, args.max_seconds)).validate()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,16 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
     from videossm.config import ConfigError
-    from videossm.pipeline import VideoSSMPipeline
-    from videossm.ui.minimal import build_demo
+    from videossm.ui import WorkerPool, build_app
 
     try:
-        pipe = VideoSSMPipeline.from_pretrained(args.model, device=args.device)  # once, shared by all requests
+        pool = WorkerPool(app_config(args))  # every model loads once per device and warms up, before serving
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    print(pipe.describe(), flush=True)
-    demo = build_demo(pipe)
-    demo.launch(server_name=args.host, server_port=args.port, show_error=True)
+    for worker in pool.workers:
+        for pipe in worker.pipelines.values():
+            print(pipe.describe(), flush=True)
+    build_app(pool).launch(server_name=args.host, server_port=args.port, show_error=True)
 
 
 if __name__ == "__main__":

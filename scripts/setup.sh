@@ -2,6 +2,7 @@
 # One-time (and idempotent) set-up for a fresh machine with python3 (3.10+), pip and venv:
 #   - .venv in the repo root with requirements-dev.txt installed (re-run only when the requirements change)
 #   - the system ffmpeg/ffprobe (Gradio's streaming video output needs both on PATH)
+#   - Debian's chromium (the browser test drives it through Playwright; Playwright's own download is not used)
 # Called by scripts/app.sh and scripts/test.sh; safe to run by hand from any directory.
 # Environment: PYTHON (interpreter for the venv, default python3), VIDEOSSM_SKIP_APT=1 (never call apt-get).
 set -euo pipefail
@@ -86,5 +87,18 @@ else
         warn "could not install ffmpeg (needs apt-get and root or sudo). Without ffmpeg and ffprobe on PATH" \
              "the app's streaming video player and the tests that stream video will not work; generation," \
              "mp4 files and the other tests still do. Install it yourself, e.g. 'sudo apt-get install ffmpeg'."
+    fi
+fi
+
+# 4. The system Chromium for the browser test (tests/test_app_browser.py; VIDEOSSM_CHROMIUM overrides the path).
+if [ -x "${VIDEOSSM_CHROMIUM:-/usr/bin/chromium}" ]; then
+    say "chromium found"
+else
+    say "chromium missing; installing the chromium package with apt-get (for the browser test)"
+    if apt_install chromium && [ -x /usr/bin/chromium ]; then
+        say "chromium installed"
+    else
+        warn "could not install chromium (needs apt-get and root or sudo); the browser test will be skipped." \
+             "Install it yourself, e.g. 'sudo apt-get install chromium'."
     fi
 fi

@@ -1,0 +1,58 @@
+"""Every limit and default of the Gradio app, in one dataclass.
+
+The default model is `DEFAULT_MODEL`: one line to change when a trained checkpoint ships.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..config import ConfigError
+
+# The model `python app.py` serves when neither --model nor VIDEOSSM_MODEL is given.
+# "tiny" is an UNTRAINED preset (random weights); point this at the shipped checkpoint folder once it exists.
+DEFAULT_MODEL = "tiny"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Limits, queue sizes and streaming behaviour of the app (see README, "The app")."""
+
+    models: tuple[str, ...] = (DEFAULT_MODEL,)  # preset names or checkpoint folders; the first is the default
+    devices: tuple[str, ...] = ("auto",)  # one worker per device; "auto" = every CUDA GPU, else one CPU worker
+    # Limits, each refused with a message that names it.
+    max_seconds: float = 60.0  # length of one generation
+    default_seconds: float = 8.0
+    max_prompt_chars: int = 300
+    max_segments: int = 16
+    max_streams_per_session: int = 1
+    # Queue: requests beyond the running ones wait in line (with their position shown), up to this many.
+    queue_max_size: int = 16
+    concurrency_per_worker: int = 2  # streams one worker (one GPU, or the CPU) runs at once
+    # Streaming.
+    max_lead_seconds: float | None = 3.0  # generation pauses when this far ahead of the viewer (None: never)
+    preroll_margin: float = 1.15  # hold back T * (1 - speed) * margin seconds when slower than real time
+    chunk_queue_blocks: int = 4  # generated blocks waiting for the encoder before generation waits
+    warmup: bool = True  # run one short stream per worker and model before serving
+
+    def validate(self) -> "AppConfig":
+        if not self.models:
+            raise ConfigError("AppConfig.models is empty; give at least one preset name or checkpoint folder")
+        if not self.devices:
+            raise ConfigError("AppConfig.devices is empty; give at least one device, e.g. 'auto' or 'cpu'")
+        if not 0 < self.default_seconds <= self.max_seconds:
+            raise ConfigError(f"default_seconds must be in (0, max_seconds={self.max_seconds:g}], "
+                              f"got {self.default_seconds:g}")
+        for name in ("max_prompt_chars", "max_segments", "max_streams_per_session", "queue_max_size",
+                     "concurrency_per_worker", "chunk_queue_blocks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"AppConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_lead_seconds is not None and not self.max_lead_seconds > 0:
+            raise ConfigError(f"max_lead_seconds must be > 0 or None, got {self.max_lead_seconds}")
+        if not self.preroll_margin >= 1:
+            raise ConfigError(f"preroll_margin must be >= 1, got {self.preroll_margin}")
+        return self
+
+    def replace(self, **changes) -> "AppConfig":
+        return dataclasses.replace(self, **changes).validate()
