@@ -205,8 +205,26 @@ class VideoSSMPipeline:
         """A checkpoint folder of ours, or a preset name for a freshly initialised (untrained) model."""
         from .weights.loading import load_pipeline
 
-        return load_pipeline(cls, name_or_path, resolve_device(device), memory=memory, dtype=dtype, seed=seed,
+        pipe = load_pipeline(cls, name_or_path, resolve_device(device), memory=memory, dtype=dtype, seed=seed,
                              **stream_overrides)
+        pipe.warmup_ops()
+        return pipe
+
+    def warmup_ops(self) -> str | None:
+        """Compile and autotune the memory-path GPU kernels now (once per process), not in the first request.
+
+        CUDA only; on other devices nothing runs and no GPU module is imported. Returns the ops backend in use.
+        Any memory mode may be chosen per stream, so this runs whatever the default mode is.
+        """
+        if self.device.type != "cuda":
+            return None
+        from . import ops
+
+        config = self.model_config
+        tokens = self.stream_config.block_frames * config.tokens_per_frame  # evicted per block = queries per block
+        return ops.warmup(self.device, num_heads=config.num_attention_heads, key_dim=config.attention_head_dim,
+                          value_dim=config.attention_head_dim, evicted_tokens=tokens, query_tokens=tokens,
+                          dtype=self.transformer.dtype)
 
     def save_pretrained(self, path: str) -> None:
         from .weights.loading import save_pipeline
