@@ -213,13 +213,18 @@ class VideoSSMPipeline:
     def warmup_ops(self) -> str | None:
         """Compile and autotune the memory-path GPU kernels now (once per process), not in the first request.
 
-        CUDA only; on other devices nothing runs and no GPU module is imported. Returns the ops backend in use.
-        Any memory mode may be chosen per stream, so this runs whatever the default mode is.
+        On every device it first checks VIDEOSSM_OPS against this device, so a bad value fails at load with a
+        one-line error. Kernels run on CUDA only; elsewhere no GPU module is imported. Returns the ops backend in
+        use (None off CUDA). Any memory mode may be chosen per stream, so this runs whatever the default mode is.
         """
-        if self.device.type != "cuda":
-            return None
         from . import ops
 
+        try:
+            ops.selected_backend(self.device, needs_grad=False)  # BackendUnavailableError if it cannot run here
+        except ValueError as e:  # an unknown VIDEOSSM_OPS value
+            raise ConfigError(str(e)) from None
+        if self.device.type != "cuda":
+            return None
         config = self.model_config
         tokens = self.stream_config.block_frames * config.tokens_per_frame  # evicted per block = queries per block
         return ops.warmup(self.device, num_heads=config.num_attention_heads, key_dim=config.attention_head_dim,

@@ -124,8 +124,9 @@ def _chunk_state_kernel(
         u = tl.load(u_ptr + base[:, None] * V + offs_v[None, :], mask=mask_v, other=0.0)  # [BT, BV]
         k = tl.load(k_ptr + i_b * s_kb + rows[:, None] * s_kt + i_h * s_kh + offs_k[None, :],
                     mask=mask_k, other=0.0).to(tl.float32)  # [BT, BK]
-        G = tl.load(gcum_ptr + base, mask=row_ok, other=0.0)  # [BT]
         G_last = tl.load(gcum_ptr + i_bh * T + tl.minimum(T, i_t * BT + BT) - 1)
+        G = tl.load(gcum_ptr + base, mask=row_ok, other=0.0)  # [BT]
+        G = tl.where(row_ok, G, G_last)  # flat over padding, as in the first kernel: every exponent stays <= 0
 
         u = u - tl.dot(w, h, input_precision=PRECISION)  # [BT, BV] given the incoming state
         if OUTPUT:
