@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 CHUNK = 64  # tokens per chunk (BT); the forward substitution is sequential over its rows
 
 
+_WY_CONFIGS = [triton.Config({}, num_warps=nw, num_stages=ns) for nw in (4, 8, 2) for ns in (1, 2)]
+
+
+@triton.autotune(configs=autotune_configs(_WY_CONFIGS), key=["K", "V", "PRECISION"], cache_results=True)
 @triton.jit
 def _chunk_wy_kernel(
     k_ptr, v_ptr, g_ptr, beta_ptr,  # [B, T, H, K], [B, T, H, V], [B, T, H], [B, T, H]
@@ -173,7 +177,7 @@ def _forward(
     _chunk_wy_kernel[(NT, B * H)](
         k, v, g, beta, w, u0, gcum, T, H, K, V,
         *k.stride()[:3], *v.stride()[:3], *g.stride(), *beta.stride(),
-        BT=CHUNK, BK=BK, BV=min(block_dim(V), 64), PRECISION=precision, num_warps=4,
+        BT=CHUNK, BK=BK, BV=min(block_dim(V), 64), PRECISION=precision,
     )
     o = None if q is None else torch.empty(B, T, H, V, dtype=v.dtype, device=dev)  # [B, T, H, V]
     final = torch.empty(B, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None  # [B, H, K, V]
