@@ -82,3 +82,74 @@ def test_cli_gpu_backend_without_cuda_is_one_clear_line(tmp_path, value, message
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not out.exists()
+
+
+# ------------------------------------------------------------------- in-process: update dispatch, cache dir
+
+
+@pytest.fixture
+def isolated_ops(monkeypatch):
+    import videossm.ops as ops
+
+    monkeypatch.setattr(ops, "_REGISTRY", dict(ops._REGISTRY))
+    monkeypatch.setattr(ops, "_LOGGED", set())
+    monkeypatch.delenv(ops.ENV_VAR, raising=False)
+    return ops
+
+
+def update_inputs(T=40, H=2, K=16, V=8):
+    gen = torch.Generator().manual_seed(0)
+    k = torch.nn.functional.normalize(torch.randn(1, T, H, K, generator=gen), dim=-1)
+    v = torch.randn(1, T, H, V, generator=gen)
+    g, beta = -torch.rand(1, T, H, generator=gen), torch.rand(1, T, H, generator=gen)
+    return k, v, g, beta, torch.randn(1, H, K, V, generator=gen)
+
+
+def test_update_is_the_final_state_of_the_full_rule(isolated_ops):
+    k, v, g, beta, h0 = update_inputs()
+    state = isolated_ops.gated_delta_rule_update(k, v, g, beta, initial_state=h0)
+    _, expected = isolated_ops.gated_delta_rule(k, k, v, g, beta, initial_state=h0, output_final_state=True)
+    torch.testing.assert_close(state, expected, atol=0, rtol=0)
+    empty = isolated_ops.gated_delta_rule_update(k[:, :0], v[:, :0], g[:, :0], beta[:, :0], initial_state=h0)
+    assert torch.equal(empty, h0)
+
+
+def test_update_uses_a_backends_state_only_kernel_when_it_has_one(isolated_ops, monkeypatch):
+    ops = isolated_ops
+    ref = ops._REGISTRY["reference"]
+    calls = []
+
+    def state_only(k, v, g, beta, initial_state=None):
+        calls.append("state_update")
+        return ref.gated_delta_rule(k, k, v, g, beta, initial_state=initial_state, output_final_state=True)[1]
+
+    def full(q, k, v, g, beta, **kw):
+        calls.append("gated_delta_rule" + (" q=k" if q is k else ""))
+        return ref.gated_delta_rule(q, k, v, g, beta, **kw)
+
+    ops.register_backend("with_update", full, ref.memory_readout, state_update=state_only)
+    ops.register_backend("without_update", full, ref.memory_readout)
+    k, v, g, beta, h0 = update_inputs()
+    for name in ("with_update", "without_update"):
+        monkeypatch.setenv(ops.ENV_VAR, name)
+        ops.gated_delta_rule_update(k, v, g, beta, initial_state=h0)
+    assert calls == ["state_update", "gated_delta_rule q=k"]
+    with pytest.raises(TypeError, match="state_update"):
+        ops.register_backend("bad", full, ref.memory_readout, state_update="not callable")
+
+
+def test_warmup_off_cuda_does_nothing(isolated_ops):
+    assert isolated_ops.warmup("cpu", num_heads=2, key_dim=16, value_dim=16, evicted_tokens=8, query_tokens=8) is None
+
+
+def test_triton_cache_dir_is_ours_unless_the_user_set_one(isolated_ops, monkeypatch, tmp_path):
+    ops = isolated_ops
+    monkeypatch.setenv("TRITON_CACHE_DIR", "")  # recorded, so the value set below is undone after the test
+    monkeypatch.delenv("TRITON_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert ops.triton_cache_dir() == str(tmp_path / "videossm" / "triton")
+    ops._configure_triton_cache()
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "videossm" / "triton")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine"))
+    ops._configure_triton_cache()
+    assert ops.triton_cache_dir() == os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "mine")

@@ -1,29 +1,49 @@
 """The Triton kernels under TRITON_INTERPRET=1 on CPU tensors, against the PyTorch references.
 
-Triton decides at decoration time whether a kernel is interpreted, so the variable is set before
-`videossm.ops.triton` is imported (this is the only test module that imports it). Shapes are tiny: the
-interpreter runs every program in numpy.
+Triton decides at decoration time whether a function is interpreted, its own library (tl.cumsum, tl.sum, ...)
+included, so TRITON_INTERPRET=1 must be set before `triton` is first imported. Alone, this module sets it at
+import time and runs the kernels in-process. In a full run, something earlier (torch._dynamo, via diffusers)
+has already imported triton, so the kernel tests skip here and `test_kernels_in_a_fresh_interpreter` runs
+this module again in a fresh process. Shapes are tiny: the interpreter runs every program in numpy.
 """
 
 import os
+import subprocess
+import sys
 
+import pytest
+import torch
+
+IN_PROCESS = "triton" not in sys.modules or os.environ.get("TRITON_INTERPRET") == "1"
 os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are defined (see the module docstring)
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
 pytest.importorskip("triton", reason="triton is not installed (pip install -r requirements-dev.txt on Linux)")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.skipif(IN_PROCESS, reason="the kernel tests run in this process")
+def test_kernels_in_a_fresh_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__),
+                           "-k", "not test_kernels_in_a_fresh_interpreter"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-3000:]
+
+
+# Kernel tests: in this process only if its triton is interpreted, else through the fresh-process test above.
+needs_interpreter = pytest.mark.skipif(
+    not IN_PROCESS, reason="triton was imported before TRITON_INTERPRET=1; test_kernels_in_a_fresh_interpreter runs these")
 
 from tests.test_ops_gated_delta_rule import make_inputs  # noqa: E402
 from videossm.ops.gated_delta_rule import naive_recurrent_gated_delta_rule  # noqa: E402
 from videossm.ops.memory_readout import memory_readout as reference_memory_readout  # noqa: E402
 
-triton_ops = pytest.importorskip("videossm.ops.triton", reason="the Triton kernels failed to import")
-if not triton_ops.INTERPRET:  # imported earlier in this process without the interpreter: would need a GPU
-    pytest.skip("videossm.ops.triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
+if IN_PROCESS:
+    triton_ops = pytest.importorskip("videossm.ops.triton", reason="the Triton kernels failed to import")
+    assert triton_ops.INTERPRET
 
-# An inf or nan anywhere in a kernel (even in masked padding) makes numpy warn: fail on it.
-pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+    # An inf or nan anywhere in a kernel (even in masked padding) makes numpy warn: fail on it.
+    pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 
 def close(a, b, atol, rtol):
@@ -51,6 +71,7 @@ GDR_CASES = {
 }
 
 
+@needs_interpreter
 @pytest.mark.parametrize("case", list(GDR_CASES))
 def test_gated_delta_rule_matches_naive(case):
     B, T, H, K, V, g_range, beta_range, state, dtype = GDR_CASES[case]
@@ -75,6 +96,7 @@ def test_gated_delta_rule_matches_naive(case):
     close(s_update, s, **FP32)  # the state does not depend on q
 
 
+@needs_interpreter
 def test_scale_output_final_state_and_state_not_modified():
     q, k, v, g, beta, h0 = make_inputs(B=1, T=40, H=2, K=16, V=16, state=True, seed=1)
     before = h0.clone()
@@ -84,6 +106,7 @@ def test_scale_output_final_state_and_state_not_modified():
     close(o, o_ref, **FP32)
 
 
+@needs_interpreter
 def test_state_passing_across_calls_equals_one_call():
     # Evicting 3 frames in 3 calls must give the state of one call over all of them.
     q, k, v, g, beta, h0 = make_inputs(B=1, T=90, H=2, K=32, V=16, state=True, seed=2)
@@ -94,6 +117,7 @@ def test_state_passing_across_calls_equals_one_call():
     close(s, s_ref, **FP32)
 
 
+@needs_interpreter
 def test_non_contiguous_inputs():
     q, k, v, g, beta, h0 = make_inputs(B=1, T=30, H=2, K=16, V=32, state=True, seed=3)
     # [B, H, T, *] storage viewed as [B, T, H, *], as a head-major cache would hand it over.
@@ -106,6 +130,7 @@ def test_non_contiguous_inputs():
     close(s, s_ref, **FP32)
 
 
+@needs_interpreter
 def test_fp64_and_empty_use_the_reference():
     q, k, v, g, beta, h0 = make_inputs(B=1, T=9, H=1, K=4, V=3, state=True, dtype=torch.float64)
     o, s = triton_ops.gated_delta_rule(q, k, v, g, beta, initial_state=h0.double(), output_final_state=True)
@@ -115,6 +140,7 @@ def test_fp64_and_empty_use_the_reference():
     assert o0.shape == (1, 0, 1, 3) and torch.equal(s0, h0.double())
 
 
+@needs_interpreter
 def test_input_errors_are_the_shared_ones():
     q, k, v, g, beta, _ = make_inputs(B=1, T=5, H=2, K=16, V=16)
     with pytest.raises(ValueError, match=r"g must be \[B,T,H\]"):
@@ -146,6 +172,7 @@ READOUT_CASES = {
 }
 
 
+@needs_interpreter
 @pytest.mark.parametrize("case", list(READOUT_CASES))
 def test_memory_readout_matches_reference(case):
     B, N, H, K, V, dtype, router_shape = READOUT_CASES[case]
@@ -159,6 +186,7 @@ def test_memory_readout_matches_reference(case):
         close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
 
 
+@needs_interpreter
 def test_memory_readout_scale_eps_and_strided_gate():
     q, state, _, norm_weight, router = readout_inputs(1, 24, 2, 16, 16, torch.float32, (1, 24, 1, 1), seed=5)
     gate_head_major = torch.randn(1, 2, 24, 16).transpose(1, 2)  # [B, N, H, V] view of [B, H, N, V]
@@ -169,6 +197,7 @@ def test_memory_readout_scale_eps_and_strided_gate():
         close(out, reference_memory_readout(q, state, g, norm_weight, router, scale=0.5, eps=1e-2), atol=1e-5, rtol=1e-5)
 
 
+@needs_interpreter
 def test_memory_readout_zero_gate_is_exactly_zero():
     q, state, gate, norm_weight, router = readout_inputs(1, 20, 2, 16, 16, torch.float32, (1, 20, 1, 1))
     assert torch.equal(triton_ops.memory_readout(q, state, torch.zeros_like(gate), norm_weight, router),
@@ -178,6 +207,7 @@ def test_memory_readout_zero_gate_is_exactly_zero():
 # -------------------------------------------------------------------------------------------------- warm-up
 
 
+@needs_interpreter
 def test_warmup_runs_once_per_process():
     shapes = dict(num_heads=2, key_dim=16, value_dim=16, evicted_tokens=20, query_tokens=20, dtype=torch.float32)
     assert triton_ops.warmup("cpu", **shapes) is True
