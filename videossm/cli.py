@@ -17,10 +17,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .models.text_encoder import PromptError
+    from .ops import BackendUnavailableError
     from .timeline import TimelineError
     from .weights.checkpoint import CheckpointError
 
-    return USER_ERRORS + (PromptError, TimelineError, CheckpointError)
+    return USER_ERRORS + (PromptError, TimelineError, CheckpointError, BackendUnavailableError)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

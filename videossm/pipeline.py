@@ -212,8 +212,31 @@ class VideoSSMPipeline:
         embedding_cache_dir ('' disables the prompt-embedding disk cache), height / width."""
         from .weights.loading import load_pipeline
 
-        return load_pipeline(cls, name_or_path, resolve_device(device), memory=memory, dtype=dtype, seed=seed,
+        pipe = load_pipeline(cls, name_or_path, resolve_device(device), memory=memory, dtype=dtype, seed=seed,
                              **stream_overrides)
+        pipe.warmup_ops()
+        return pipe
+
+    def warmup_ops(self) -> str | None:
+        """Compile and autotune the memory-path GPU kernels now (once per process), not in the first request.
+
+        On every device it first checks VIDEOSSM_OPS against this device, so a bad value fails at load with a
+        one-line error. Kernels run on CUDA only; elsewhere no GPU module is imported. Returns the ops backend in
+        use (None off CUDA). Any memory mode may be chosen per stream, so this runs whatever the default mode is.
+        """
+        from . import ops
+
+        try:
+            ops.selected_backend(self.device, needs_grad=False)  # BackendUnavailableError if it cannot run here
+        except ValueError as e:  # an unknown VIDEOSSM_OPS value
+            raise ConfigError(str(e)) from None
+        if self.device.type != "cuda":
+            return None
+        config = self.model_config
+        tokens = self.stream_config.block_frames * config.tokens_per_frame  # evicted per block = queries per block
+        return ops.warmup(self.device, num_heads=config.num_attention_heads, key_dim=config.attention_head_dim,
+                          value_dim=config.attention_head_dim, evicted_tokens=tokens, query_tokens=tokens,
+                          dtype=self.transformer.dtype)
 
     def save_pretrained(self, path: str) -> None:
         from .weights.loading import save_pipeline

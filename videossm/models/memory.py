@@ -79,7 +79,5 @@ class HybridMemory(nn.Module):
     def update(state: torch.Tensor, key: torch.Tensor, value: torch.Tensor, alpha: torch.Tensor,
                beta: torch.Tensor) -> torch.Tensor:
         """Absorb evicted tokens (in time order) into the state: key, value [B, T, H, K|V], alpha, beta [B, T, H]."""
-        key = l2_normalize(key)
-        _, new_state = ops.gated_delta_rule(key, key, value, alpha, beta, initial_state=state,
-                                            output_final_state=True)
-        return new_state
+        # State only: the Triton backend skips the queries and outputs that eviction does not need.
+        return ops.gated_delta_rule_update(l2_normalize(key), value, alpha, beta, initial_state=state)

@@ -3,7 +3,9 @@
 Public entry points (validate inputs, then dispatch to a backend):
 
     gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False) -> (o, state)
+    gated_delta_rule_update(k, v, g, beta, initial_state=None) -> state      (eviction: the state only)
     memory_readout(q, state, gate, norm_weight, router_scale, scale=None, eps=1e-6) -> out
+    warmup(device, ...)     compile and autotune the GPU kernels once per process (CUDA only; a no-op elsewhere)
 
 Backends (each provides both ops with these exact signatures):
 
@@ -12,9 +14,13 @@ Backends (each provides both ops with these exact signatures):
     "triton"     VideoSSM's own Triton kernels, module `videossm.ops.triton` (CUDA only; imported lazily).
     "fla"        flash-linear-attention's kernels, optional package `fla` (CUDA only; imported lazily).
 
+A backend may also provide a state-only update (the Triton one does: no queries, no outputs); the others run
+their `gated_delta_rule` with q = k and drop the outputs.
+
 The environment variable VIDEOSSM_OPS picks one: "auto" (default), or a backend name. "auto" uses the first
 loadable GPU backend ("triton", then "fla") for CUDA tensors, skipping those without autograd when a gradient is
-needed, and the reference otherwise, silently. An explicit GPU backend that cannot run raises
+needed (the Triton kernels are inference-only, so training on CUDA gets fla, or the reference without it), and the
+reference otherwise, silently. An explicit GPU backend that cannot run raises
 `BackendUnavailableError` saying why. GPU modules are imported only for CUDA tensors, never on a CPU-only path.
 
 Note: `videossm.ops.gated_delta_rule` and `videossm.ops.memory_readout` name both a submodule and the dispatch
@@ -45,21 +51,27 @@ __all__ = [
     "available_backends",
     "chunk_gated_delta_rule",
     "gated_delta_rule",
+    "gated_delta_rule_update",
     "get_backend",
     "memory_readout",
     "naive_recurrent_gated_delta_rule",
     "register_backend",
     "selected_backend",
+    "triton_cache_dir",
+    "warmup",
 ]
 
 ENV_VAR = "VIDEOSSM_OPS"
 AUTO = "auto"
 BUILTIN_BACKENDS = ("reference", "naive", "triton", "fla")
 GPU_BACKENDS = ("triton", "fla")  # order in which "auto" tries them for CUDA tensors
-TRITON_MODULE = "videossm.ops.triton"  # must define gated_delta_rule, memory_readout, optionally SUPPORTS_GRAD
+TRITON_MODULE = "videossm.ops.triton"  # must define gated_delta_rule, memory_readout, optionally SUPPORTS_GRAD,
+#                                         gated_delta_rule_update and warmup
+TRITON_CACHE_ENV = "TRITON_CACHE_DIR"  # Triton's compiled-kernel and autotune cache; ours unless the user set it
 
 GatedDeltaRuleFn = Callable[..., tuple[torch.Tensor, "torch.Tensor | None"]]
 MemoryReadoutFn = Callable[..., torch.Tensor]
+StateUpdateFn = Callable[..., torch.Tensor]
 
 
 class BackendUnavailableError(RuntimeError):
@@ -71,7 +83,8 @@ class Backend:
     """One implementation of both ops.
 
     `device_types` lists the torch device types it runs on (None: any). `supports_grad` says whether its
-    outputs can be back-propagated through.
+    outputs can be back-propagated through. `state_update(k, v, g, beta, initial_state)` is an optional
+    state-only update; None means `gated_delta_rule` with q = k, outputs dropped.
     """
 
     name: str
@@ -79,6 +92,7 @@ class Backend:
     memory_readout: MemoryReadoutFn
     device_types: tuple[str, ...] | None = None
     supports_grad: bool = True
+    state_update: StateUpdateFn | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -93,6 +107,7 @@ def register_backend(
     *,
     device_types: tuple[str, ...] | None = None,
     supports_grad: bool = True,
+    state_update: StateUpdateFn | None = None,
     replace: bool = False,
 ) -> Backend:
     """Register `gdr_fn` / `readout_fn` (same signatures as `gated_delta_rule` / `memory_readout`) as `name`.
@@ -101,11 +116,12 @@ def register_backend(
     """
     if not isinstance(name, str) or not name.isidentifier() or name == AUTO:
         raise ValueError(f"backend name must be a Python identifier other than {AUTO!r}; got {name!r}")
-    if not callable(gdr_fn) or not callable(readout_fn):
-        raise TypeError(f"backend {name!r}: gdr_fn and readout_fn must be callable")
+    if not callable(gdr_fn) or not callable(readout_fn) or not (state_update is None or callable(state_update)):
+        raise TypeError(f"backend {name!r}: gdr_fn, readout_fn (and state_update if given) must be callable")
     if name in _REGISTRY and not replace:
         raise ValueError(f"backend {name!r} is already registered; pass replace=True to override it")
-    backend = Backend(name, gdr_fn, readout_fn, tuple(device_types) if device_types else None, bool(supports_grad))
+    backend = Backend(name, gdr_fn, readout_fn, tuple(device_types) if device_types else None, bool(supports_grad),
+                      state_update)
     _REGISTRY[name] = backend
     _LOAD_ERRORS.pop(name, None)
     logger.debug("registered ops backend %r (devices=%s, grad=%s)", name, backend.device_types or "any", supports_grad)
@@ -123,8 +139,27 @@ def _require_cuda(name: str) -> None:
         )
 
 
+def triton_cache_dir() -> str:
+    """Where Triton keeps compiled kernels and autotune results: $TRITON_CACHE_DIR if the user set it, else
+    ~/.cache/videossm/triton (under $XDG_CACHE_HOME if set), so a restarted GPU worker skips both."""
+    user = os.environ.get(TRITON_CACHE_ENV)
+    if user:
+        return user
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "videossm", "triton")
+
+
+def _configure_triton_cache() -> None:
+    # Triton reads the variable when it compiles or stores autotune results, so setting it before our kernels
+    # first run is enough (even if something, e.g. torch._dynamo, imported triton earlier).
+    if not os.environ.get(TRITON_CACHE_ENV):
+        os.environ[TRITON_CACHE_ENV] = triton_cache_dir()
+        logger.debug("%s=%s", TRITON_CACHE_ENV, os.environ[TRITON_CACHE_ENV])
+
+
 def _load_triton() -> None:
     _require_cuda("triton")
+    _configure_triton_cache()
     try:
         module = importlib.import_module(TRITON_MODULE)
     except ImportError as exc:
@@ -139,7 +174,8 @@ def _load_triton() -> None:
             f"{TRITON_MODULE} must define gated_delta_rule and memory_readout: {exc}"
         ) from exc
     supports_grad = bool(getattr(module, "SUPPORTS_GRAD", False))
-    register_backend("triton", gdr_fn, readout_fn, device_types=("cuda",), supports_grad=supports_grad)
+    register_backend("triton", gdr_fn, readout_fn, device_types=("cuda",), supports_grad=supports_grad,
+                     state_update=getattr(module, "gated_delta_rule_update", None))
 
 
 def _load_fla() -> None:
@@ -325,6 +361,27 @@ def gated_delta_rule(
     return fn(q, k, v, g, beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state)
 
 
+def gated_delta_rule_update(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The state after absorbing tokens (k, v, g, beta) in time order: what the memory does on eviction.
+
+    Same inputs as `gated_delta_rule` without q (k L2-normalised by the caller). Returns the final state
+    [B, H, K, V] fp32. Backends with a state-only kernel skip the outputs; the others compute them with q = k.
+    """
+    check_gated_delta_rule_inputs(k, k, v, g, beta, None, initial_state)
+    name = selected_backend(k.device, _needs_grad(k, v, g, beta, initial_state))
+    backend = _REGISTRY[name]
+    if backend.state_update is not None and k.shape[1] > 0:
+        return backend.state_update(k, v, g, beta, initial_state=initial_state)
+    fn = backend.gated_delta_rule if k.shape[1] > 0 else chunk_gated_delta_rule
+    return fn(k, k, v, g, beta, initial_state=initial_state, output_final_state=True)[1]
+
+
 def memory_readout(
     q: torch.Tensor,
     state: torch.Tensor,
@@ -346,3 +403,60 @@ def memory_readout(
 
 register_backend("reference", chunk_gated_delta_rule, _reference_memory_readout)
 register_backend("naive", naive_recurrent_gated_delta_rule, _reference_memory_readout)
+
+
+# ---------------------------------------------------------------------------------------------------- warm-up
+
+_WARMED: dict[tuple, str] = {}
+
+
+def warmup(
+    device: torch.device | str,
+    *,
+    num_heads: int,
+    key_dim: int,
+    value_dim: int,
+    evicted_tokens: int,
+    query_tokens: int,
+    dtype: torch.dtype = torch.bfloat16,
+    batch_size: int = 1,
+) -> str | None:
+    """Compile and autotune the memory-path kernels now, once per process, so no user request pays for it.
+
+    On a non-CUDA device this does nothing and imports nothing (returns None). On CUDA it selects the inference
+    backend for these tensors (VIDEOSSM_OPS is honoured) and, if that is the Triton one, runs its kernels once on
+    random inputs of these shapes and dtypes (results land in Triton's on-disk cache, see `triton_cache_dir`).
+    Returns the backend's name. A GPU backend that cannot load is logged and the reference is used, as in `auto`.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = (device, num_heads, key_dim, value_dim, evicted_tokens, query_tokens, dtype, batch_size, _mode())
+    if key in _WARMED:
+        return _WARMED[key]
+    name = selected_backend(device, needs_grad=False)
+    shapes = dict(num_heads=num_heads, key_dim=key_dim, value_dim=value_dim, evicted_tokens=evicted_tokens,
+                  query_tokens=query_tokens, dtype=dtype, batch_size=batch_size)
+    if name == "triton":
+        importlib.import_module(TRITON_MODULE).warmup(device, **shapes)
+    elif name in GPU_BACKENDS:  # fla: its kernels autotune on their first call too
+        with torch.no_grad():
+            _run_once(device, **shapes)
+        torch.cuda.synchronize(device)
+    _WARMED[key] = name
+    return name
+
+
+def _run_once(device: torch.device, *, num_heads: int, key_dim: int, value_dim: int, evicted_tokens: int,
+              query_tokens: int, dtype: torch.dtype, batch_size: int) -> None:
+    """One eviction update and one read-out through the dispatch, with the memory's dtypes (g, beta, state fp32)."""
+    B, H, K, V, T, N = batch_size, num_heads, key_dim, value_dim, evicted_tokens, query_tokens
+    k = torch.nn.functional.normalize(torch.randn(B, T, H, K, device=device), dim=-1).to(dtype)  # [B, T, H, K]
+    v = torch.randn(B, T, H, V, device=device, dtype=dtype)  # [B, T, H, V]
+    g, beta = -torch.rand(B, T, H, device=device), torch.rand(B, T, H, device=device)  # [B, T, H] fp32
+    state = gated_delta_rule_update(k, v, g, beta, initial_state=torch.zeros(B, H, K, V, device=device))
+    q = torch.nn.functional.normalize(torch.randn(B, N, H, K, device=device), dim=-1).to(dtype)  # [B, N, H, K]
+    gate = torch.randn(B, N, H, V, device=device, dtype=dtype)  # [B, N, H, V]
+    memory_readout(q, state, gate, torch.ones(V, device=device, dtype=dtype), torch.rand(1, N, 1, 1, device=device))
