@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(bench)
     bench.set_defaults(func=cmd_bench)
 
+    from .eval.cli import add_parser as add_eval_parser
+    add_eval_parser(sub)
+
     train = sub.add_parser("train", help="train a stage of the recipe (vae; teacher, causal, dmd, long to come)")
     stages = train.add_subparsers(dest="stage", required=True)
     vae = stages.add_parser("vae", help="stage 0: the tiny AutoencoderKLWan on the procedural world")
