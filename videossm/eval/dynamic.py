@@ -73,6 +73,9 @@ def is_dynamic(frames: np.ndarray, fps: float, config: DynamicConfig = DynamicCo
     """VBench's decision for one clip of uint8 frames [T, H, W, 3] at `fps`; also returns the per-pair magnitudes."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"dynamic degree needs uint8 RGB frames [T, H, W, 3], got shape {frames.shape}")
+    if min(frames.shape[1:3]) < 16:
+        raise ValueError(f"dynamic degree needs frames of at least 16x16 pixels (DIS flow), got "
+                         f"{frames.shape[2]}x{frames.shape[1]}")
     sampled = subsample(frames, fps, config)
     if len(sampled) < 2:
         raise ValueError(f"dynamic degree needs at least 2 frames after sampling to ~{config.target_fps:g} fps; "

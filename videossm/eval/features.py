@@ -72,13 +72,26 @@ def load_dino(models: FeatureModels, device: torch.device) -> torch.nn.Module:
 
 
 def load_clip_vision(name: str, models: FeatureModels, device: torch.device, purpose: str) -> torch.nn.Module:
-    from transformers import CLIPVisionModelWithProjection
+    """The vision tower and projection of a CLIP checkpoint (the text tower is not loaded). A full
+    CLIPModel config keeps `projection_dim` at the top level, so it is copied into the vision config."""
+    from transformers import AutoConfig, CLIPVisionModelWithProjection
+    from transformers.utils import logging as hf_logging
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the unused text-tower weights are expected, not worth a warning
     try:
-        model = CLIPVisionModelWithProjection.from_pretrained(name, cache_dir=models.cache_dir,
+        config = AutoConfig.from_pretrained(name, cache_dir=models.cache_dir, local_files_only=_offline())
+        if config.model_type == "clip":
+            vision_config = config.vision_config
+            vision_config.projection_dim = config.projection_dim
+        else:
+            vision_config = config
+        model = CLIPVisionModelWithProjection.from_pretrained(name, config=vision_config, cache_dir=models.cache_dir,
                                                               local_files_only=_offline())
     except Exception as e:  # noqa: BLE001
         raise _load_error(name, purpose, e) from e
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model.eval().to(device)
 
 
