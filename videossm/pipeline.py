@@ -151,6 +151,8 @@ class StreamHandle:
                     stats.prompt_switches.append({"block": b, "seconds": block_time, "prompt": prompt,
                                                   "recached": recached})
                 latents = gen.generate_block(state)
+                if latents.is_cuda:  # time the GPU's work, not its queueing
+                    torch.cuda.synchronize(latents.device)
                 end = self._first_pixel_frame(state.frame_index)
                 self.timeline.lock_until(min(end / self.fps, self.seconds))
                 num_frames = max(0, min(self.total_frames, end) - start)
@@ -201,12 +203,13 @@ class VideoSSMPipeline:
     @classmethod
     def from_pretrained(cls, name_or_path: str = "tiny", device: str | torch.device | None = None,
                         memory: str | None = None, dtype: torch.dtype | None = None, seed: int = 0,
-                        **stream_overrides) -> "VideoSSMPipeline":
-        """A checkpoint folder of ours, or a preset name for a freshly initialised (untrained) model."""
+                        random_text: bool = False, **stream_overrides) -> "VideoSSMPipeline":
+        """A checkpoint folder of ours, or a preset name for a freshly initialised (untrained) model.
+        random_text (presets only): random prompt embeddings of the right shape, no text encoder."""
         from .weights.loading import load_pipeline
 
         return load_pipeline(cls, name_or_path, resolve_device(device), memory=memory, dtype=dtype, seed=seed,
-                             **stream_overrides)
+                             random_text=random_text, **stream_overrides)
 
     def save_pretrained(self, path: str) -> None:
         from .weights.loading import save_pipeline

@@ -10,9 +10,9 @@ from diffusers import AutoencoderKLWan
 from transformers import UMT5EncoderModel
 
 from ..config import MODEL_PRESETS, ConfigError, ModelConfig, StreamConfig, get_model_config
-from ..models.text_encoder import TextEncoder, tiny_umt5_config, word_level_tokenizer
+from ..models.text_encoder import RandomTextEncoder, TextEncoder, tiny_umt5_config, word_level_tokenizer
 from ..models.transformer import VideoSSMTransformer
-from ..models.vae import StreamingDecoder, vae_config
+from ..models.vae import StreamingDecoder, layout_vae_config
 from ..world.grammar import vocabulary
 from .checkpoint import (TRANSFORMER_NAME, CheckpointError, check_state_dict, load_safetensors, read_config,
                          save_transformer, write_config)
@@ -24,20 +24,31 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | None, dtype, seed: int, **overrides):
-    """A freshly initialised model of a preset: it runs the whole code path but generates noise."""
+def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | None, dtype, seed: int,
+                    random_text: bool = False, **overrides):
+    """A freshly initialised model of a preset: it runs the whole code path but generates noise.
+    random_text: random prompt embeddings of the preset's shape instead of a small UMT5 (benchmarks).
+    On the meta device nothing is allocated: shapes only (`bench --dry-run`)."""
     config = get_model_config(preset)
-    with torch.random.fork_rng(devices=[]):
+    dtype = dtype or default_dtype(device)
+    build_device = device if device.type == "meta" else torch.device("cpu")
+    with torch.random.fork_rng(devices=[]), torch.device(build_device):
         torch.manual_seed(seed)
         transformer = VideoSSMTransformer(config)
-        tokenizer = word_level_tokenizer(vocabulary())
-        text_model = UMT5EncoderModel(tiny_umt5_config(len(tokenizer), config.text_dim))
-        vae = AutoencoderKLWan(**vae_config(z_dim=config.in_channels))
-    transformer = transformer.to(device, dtype or default_dtype(device))
-    text_encoder = TextEncoder(text_model, tokenizer, config.text_len, device, word_level=True)
+        vae = AutoencoderKLWan(**layout_vae_config(config.vae_layout, z_dim=config.in_channels))
+        if not random_text:
+            tokenizer = word_level_tokenizer(vocabulary())
+            text_model = UMT5EncoderModel(tiny_umt5_config(len(tokenizer), config.text_dim))
+    transformer = transformer.to(device, dtype)
+    if random_text:
+        text_encoder = RandomTextEncoder(config.text_len, config.text_dim, device, seed)
+    else:
+        text_encoder = TextEncoder(text_model, tokenizer, config.text_len, device, word_level=True)
+    # The Wan2.1-layout VAE decodes in the model's dtype on a GPU (its real deployment); the small one in float32.
+    vae = vae.to(device, dtype if config.vae_layout == "wan2.1" and device.type != "cpu" else torch.float32)
     stream_config = StreamConfig().with_overrides(memory=memory, **overrides)
     logger.warning("model %r is freshly initialised: it is UNTRAINED and generates noise", preset)
-    return pipe_cls(transformer, text_encoder, StreamingDecoder(vae.to(device)), stream_config, name=preset,
+    return pipe_cls(transformer, text_encoder, StreamingDecoder(vae), stream_config, name=preset,
                     trained=False, description=f"untrained {preset} preset (seed {seed})")
 
 
@@ -70,11 +81,14 @@ def load_folder(pipe_cls, path: str, device: torch.device, memory: str | None, d
                     trained=bool(config.get("trained", False)), description=config.get("description", ""))
 
 
-def load_pipeline(pipe_cls, name_or_path: str, device: torch.device, memory=None, dtype=None, seed=0, **overrides):
+def load_pipeline(pipe_cls, name_or_path: str, device: torch.device, memory=None, dtype=None, seed=0,
+                  random_text: bool = False, **overrides):
     if os.path.isdir(name_or_path):
+        if random_text:
+            raise ConfigError(f"random_text is for presets (fresh weights), not the checkpoint {name_or_path!r}")
         return load_folder(pipe_cls, name_or_path, device, memory, dtype, **overrides)
     if name_or_path in MODEL_PRESETS:
-        return random_pipeline(pipe_cls, name_or_path, device, memory, dtype, seed, **overrides)
+        return random_pipeline(pipe_cls, name_or_path, device, memory, dtype, seed, random_text, **overrides)
     raise ConfigError(f"unknown model {name_or_path!r}: not a folder, and not one of the presets "
                       f"{', '.join(MODEL_PRESETS)}")
 
