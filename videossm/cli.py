@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     from .eval.cli import add_parser as add_eval_parser
     add_eval_parser(sub)
+    from .eval.report import add_parser as add_report_parser
+    add_report_parser(sub)
 
     train = sub.add_parser("train", help="train a stage of the recipe (vae; teacher, causal, dmd, long to come)")
     stages = train.add_subparsers(dest="stage", required=True)

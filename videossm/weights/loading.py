@@ -45,7 +45,9 @@ def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | N
     else:
         text_encoder = TextEncoder(text_model, tokenizer, config.text_len, device, word_level=True)
     # The Wan2.1-layout VAE decodes in the model's dtype on a GPU (its real deployment); the small one in float32.
-    vae = vae.to(device, dtype if config.vae_layout == "wan2.1" and device.type != "cpu" else torch.float32)
+    vae = vae.to(device)
+    if config.vae_layout == "wan2.1" and device.type != "cpu" and dtype != torch.float32:
+        vae = vae.to(dtype)
     stream_config = StreamConfig().with_overrides(memory=memory, **overrides)
     logger.warning("model %r is freshly initialised: it is UNTRAINED and generates noise", preset)
     return pipe_cls(transformer, text_encoder, StreamingDecoder(vae), stream_config, name=preset,
