@@ -35,10 +35,10 @@ def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | N
     with torch.random.fork_rng(devices=[]), torch.device(build_device):
         torch.manual_seed(seed)
         transformer = VideoSSMTransformer(config)
-        vae = AutoencoderKLWan(**layout_vae_config(config.vae_layout, z_dim=config.in_channels))
-        if not random_text:
+        if not random_text:  # same construction order as ever: the same seed gives the same weights
             tokenizer = word_level_tokenizer(vocabulary())
             text_model = UMT5EncoderModel(tiny_umt5_config(len(tokenizer), config.text_dim))
+        vae = AutoencoderKLWan(**layout_vae_config(config.vae_layout, z_dim=config.in_channels))
     transformer = transformer.to(device, dtype)
     if random_text:
         text_encoder = RandomTextEncoder(config.text_len, config.text_dim, device, seed)
