@@ -141,13 +141,6 @@ def cmd_generate(args) -> int:
     return 130 if interrupted else 0
 
 
-def cmd_bench(args) -> int:
-    from .bench import run_bench
-
-    run_bench(args)
-    return 0
-
-
 def cmd_train(args) -> int:
     import shlex
 
@@ -196,16 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(gen)
     gen.set_defaults(func=cmd_generate)
 
-    bench = sub.add_parser("bench", help="per-block latency, first frame, fps and memory, for each memory mode")
-    bench.add_argument("--seconds", type=float, default=60.0, help="video length per mode (default %(default)s)")
-    bench.add_argument("--full-seconds", type=float, default=None,
-                       help="length for the quadratic `full` mode (default: same as --seconds)")
-    bench.add_argument("--modes", nargs="+", choices=MEMORY_MODES, default=list(MEMORY_MODES))
-    bench.add_argument("--no-decode", action="store_true", help="time the transformer only")
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--json", help="write all results as JSON here")
-    add_model_args(bench)
-    bench.set_defaults(func=cmd_bench)
+    from .bench import add_parser as add_bench_parser
+    add_bench_parser(sub)
+    from .eval.cli import add_parser as add_eval_parser
+    add_eval_parser(sub)
+    from .eval.report import add_parser as add_report_parser
+    add_report_parser(sub)
 
     train = sub.add_parser("train", help="train a stage of the recipe: vae, teacher, causal, dmd, long")
     stages = train.add_subparsers(dest="stage", required=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 MEMORY_MODES = ("hybrid", "sink", "window", "full")
 ROPE_MODES = ("relative", "absolute")
+VAE_LAYOUTS = ("small", "wan2.1")
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,9 @@ class ModelConfig:
     width: int = 128
     vae_scale_spatial: int = 8
     vae_scale_temporal: int = 4
+    # VAE built for fresh (untrained) presets: "small" (the small model's fast decoder) or "wan2.1"
+    # (Wan2.1's layout: base 96, dims 1,2,4,4, 2 res blocks; the real decode cost at 832x480).
+    vae_layout: str = "small"
     fps: int = 16
     # Text: prompts are padded to this many tokens.
     text_len: int = 32
@@ -80,6 +84,8 @@ class ModelConfig:
             raise ConfigError(
                 f"height x width must be multiples of {step} (VAE x patch), got {self.height}x{self.width}"
             )
+        if self.vae_layout not in VAE_LAYOUTS:
+            raise ConfigError(f"unknown vae_layout {self.vae_layout!r}; accepted: {', '.join(VAE_LAYOUTS)}")
         for name in ("num_attention_heads", "num_layers", "ffn_dim", "text_dim", "text_len", "fps",
                      "router_horizon_frames"):
             if getattr(self, name) <= 0:
@@ -180,7 +186,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "wan2.1-t2v-1.3b": ModelConfig(
         name="wan2.1-t2v-1.3b", num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
         text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, height=480, width=832, text_len=512,
-        router_horizon_frames=240,
+        router_horizon_frames=240, vae_layout="wan2.1",
     ),
 }
 

@@ -151,6 +151,8 @@ class StreamHandle:
                     stats.prompt_switches.append({"block": b, "seconds": block_time, "prompt": prompt,
                                                   "recached": recached})
                 latents = gen.generate_block(state)
+                if latents.is_cuda:  # time the GPU's work, not its queueing
+                    torch.cuda.synchronize(latents.device)
                 end = self._first_pixel_frame(state.frame_index)
                 self.timeline.lock_until(min(end / self.fps, self.seconds))
                 num_frames = max(0, min(self.total_frames, end) - start)
@@ -204,16 +206,17 @@ class VideoSSMPipeline:
     @classmethod
     def from_pretrained(cls, name_or_path: str = "tiny", device: str | torch.device | None = None,
                         memory: str | None = None, dtype: torch.dtype | None = None, seed: int = 0,
-                        **stream_overrides) -> "VideoSSMPipeline":
+                        random_text: bool = False, **stream_overrides) -> "VideoSSMPipeline":
         """A model name (wan2.1-t2v-1.3b, self-forcing, longlive: downloaded through huggingface_hub), a hub
         repo id or local folder (our checkpoint format, or a Wan2.1 folder in the original or diffusers
         layout), or a preset name (`tiny`, `test`, `random:wan2.1-t2v-1.3b`) for fresh untrained weights.
         Real-weight options: text_encoder ("auto", "gpu", "cpu", "offload"), cache_dir (hub cache),
-        embedding_cache_dir ('' disables the prompt-embedding disk cache), height / width."""
+        embedding_cache_dir ('' disables the prompt-embedding disk cache), height / width.
+        random_text (presets only): random prompt embeddings of the right shape, no text encoder (benchmarks)."""
         from .weights.loading import load_pipeline
 
         pipe = load_pipeline(cls, name_or_path, resolve_device(device), memory=memory, dtype=dtype, seed=seed,
-                             **stream_overrides)
+                             random_text=random_text, **stream_overrides)
         pipe.warmup_ops()
         return pipe
 

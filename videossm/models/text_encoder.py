@@ -216,3 +216,49 @@ class TextEncoder:
         model = UMT5EncoderModel.from_pretrained(os.path.join(path, "text_encoder"))
         tokenizer = PreTrainedTokenizerFast.from_pretrained(os.path.join(path, "tokenizer"))
         return cls(model, tokenizer, max_length, device, word_level=word_level)
+
+
+class RandomTextEncoder:
+    """Text embeddings drawn at random, of the shape a real encoder gives ([1, max_length, dim]), for
+    speed and memory measurements of a preset without downloading its text encoder (UMT5-XXL for Wan).
+    Each prompt gets its own fixed embedding (seeded by the prompt's CRC32), so prompt switches still
+    change the conditioning. Float32, like `TextEncoder`'s output."""
+
+    word_level = False
+
+    def __init__(self, max_length: int, dim: int, device: str | torch.device = "cpu", seed: int = 0):
+        self.max_length = max_length
+        self.dim = dim
+        self._device = torch.device(device)
+        self.seed = seed
+        self._cache: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def known_words(self) -> list[str]:
+        return []
+
+    def check(self, prompt: str) -> list[int]:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PromptError(f"prompt must be a non-empty string, got {prompt!r}")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise PromptError(f"prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+        return []
+
+    def encode(self, prompt: str) -> torch.Tensor:
+        """[1, max_length, dim] float32: N(0, 1) / sqrt(dim) per value, fixed per prompt."""
+        import zlib
+
+        with self._lock:
+            if prompt not in self._cache:
+                self.check(prompt)
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(prompt.encode()))
+                embeds = torch.randn(1, self.max_length, self.dim, generator=g) / self.dim ** 0.5  # [1, L, D]
+                self._cache[prompt] = embeds.to(self._device)
+            return self._cache[prompt]
+
+    def save_pretrained(self, path: str) -> None:
+        raise NotImplementedError("random text embeddings have no weights to save; this pipeline is for benchmarks")

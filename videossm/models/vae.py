@@ -50,6 +50,16 @@ def vae_config(z_dim: int = 16, base_dim: int = 8, patch: int = 2, dim_mult=(1, 
     return cfg
 
 
+def layout_vae_config(layout: str, z_dim: int = 16) -> dict:
+    """The AutoencoderKLWan config of a named layout (`ModelConfig.vae_layout`): "small" is `vae_config()`'s
+    defaults; "wan2.1" is Wan2.1's VAE (base 96, dims 1,2,4,4, 2 res blocks, no pixel patchify)."""
+    if layout == "small":
+        return vae_config(z_dim=z_dim)
+    if layout == "wan2.1":
+        return vae_config(z_dim=z_dim, base_dim=96, patch=1, dim_mult=(1, 2, 4, 4), res_blocks=2)
+    raise ConfigError(f"unknown VAE layout {layout!r}; accepted: small, wan2.1")
+
+
 @dataclass
 class DecoderState:
     feat_cache: list = field(default_factory=list)

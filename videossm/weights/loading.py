@@ -10,9 +10,9 @@ from diffusers import AutoencoderKLWan
 from transformers import UMT5EncoderModel
 
 from ..config import MODEL_PRESETS, ConfigError, ModelConfig, StreamConfig, get_model_config
-from ..models.text_encoder import TextEncoder, tiny_umt5_config, word_level_tokenizer
+from ..models.text_encoder import RandomTextEncoder, TextEncoder, tiny_umt5_config, word_level_tokenizer
 from ..models.transformer import VideoSSMTransformer
-from ..models.vae import StreamingDecoder, vae_config
+from ..models.vae import StreamingDecoder, layout_vae_config
 from ..world.grammar import vocabulary
 from .checkpoint import (TRANSFORMER_NAME, CheckpointError, check_state_dict, load_safetensors, read_config,
                          save_transformer, write_config)
@@ -24,20 +24,33 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | None, dtype, seed: int, **overrides):
-    """A freshly initialised model of a preset: it runs the whole code path but generates noise."""
+def random_pipeline(pipe_cls, preset: str, device: torch.device, memory: str | None, dtype, seed: int,
+                    random_text: bool = False, **overrides):
+    """A freshly initialised model of a preset: it runs the whole code path but generates noise.
+    random_text: random prompt embeddings of the preset's shape instead of a small UMT5 (benchmarks).
+    On the meta device nothing is allocated: shapes only (`bench --dry-run`)."""
     config = get_model_config(preset)
-    with torch.random.fork_rng(devices=[]):
+    dtype = dtype or default_dtype(device)
+    build_device = device if device.type == "meta" else torch.device("cpu")
+    with torch.random.fork_rng(devices=[]), torch.device(build_device):
         torch.manual_seed(seed)
         transformer = VideoSSMTransformer(config)
-        tokenizer = word_level_tokenizer(vocabulary())
-        text_model = UMT5EncoderModel(tiny_umt5_config(len(tokenizer), config.text_dim))
-        vae = AutoencoderKLWan(**vae_config(z_dim=config.in_channels))
-    transformer = transformer.to(device, dtype or default_dtype(device))
-    text_encoder = TextEncoder(text_model, tokenizer, config.text_len, device, word_level=True)
+        if not random_text:  # same construction order as ever: the same seed gives the same weights
+            tokenizer = word_level_tokenizer(vocabulary())
+            text_model = UMT5EncoderModel(tiny_umt5_config(len(tokenizer), config.text_dim))
+        vae = AutoencoderKLWan(**layout_vae_config(config.vae_layout, z_dim=config.in_channels))
+    transformer = transformer.to(device, dtype)
+    if random_text:
+        text_encoder = RandomTextEncoder(config.text_len, config.text_dim, device, seed)
+    else:
+        text_encoder = TextEncoder(text_model, tokenizer, config.text_len, device, word_level=True)
+    # The Wan2.1-layout VAE decodes in the model's dtype on a GPU (its real deployment); the small one in float32.
+    vae = vae.to(device)
+    if config.vae_layout == "wan2.1" and device.type != "cpu" and dtype != torch.float32:
+        vae = vae.to(dtype)
     stream_config = StreamConfig().with_overrides(memory=memory, **overrides)
     logger.warning("model %r is freshly initialised: it is UNTRAINED and generates noise", preset)
-    return pipe_cls(transformer, text_encoder, StreamingDecoder(vae.to(device)), stream_config, name=preset,
+    return pipe_cls(transformer, text_encoder, StreamingDecoder(vae), stream_config, name=preset,
                     trained=False, description=f"untrained {preset} preset (seed {seed})")
 
 
@@ -74,13 +87,19 @@ RANDOM_PREFIX = "random:"
 REAL_WEIGHT_OPTIONS = ("cache_dir", "text_encoder", "height", "width", "embedding_cache_dir")
 
 
-def load_pipeline(pipe_cls, name_or_path: str, device: torch.device, memory=None, dtype=None, seed=0, **overrides):
+def load_pipeline(pipe_cls, name_or_path: str, device: torch.device, memory=None, dtype=None, seed=0,
+                  random_text: bool = False, **overrides):
     """Resolution order: a local folder; a named real checkpoint (hub.HUB_MODELS); a preset for fresh
-    weights (`random:NAME` forces one, e.g. `random:wan2.1-t2v-1.3b`); a hub repo id `org/name`."""
+    weights (`random:NAME` forces one, e.g. `random:wan2.1-t2v-1.3b`); a hub repo id `org/name`.
+    random_text (presets only): random prompt embeddings of the preset's shape instead of a text encoder."""
     from .hub import HUB_MODELS, detect_layout, load_wan_pipeline, resolve, spec_for_repo
 
     real = {k: overrides.pop(k) for k in REAL_WEIGHT_OPTIONS if k in overrides}
     preset = name_or_path[len(RANDOM_PREFIX):] if name_or_path.startswith(RANDOM_PREFIX) else None
+    if random_text and preset is None and name_or_path not in MODEL_PRESETS:
+        raise ConfigError(f"random_text is for presets (fresh weights), not the model {name_or_path!r}")
+    if random_text and preset is None:
+        preset = name_or_path  # fresh weights of the preset, even where the name is also a real checkpoint
     if preset is None and name_or_path in HUB_MODELS:
         return load_wan_pipeline(pipe_cls, HUB_MODELS[name_or_path], device, memory, dtype, **real, **overrides)
     if preset is None and name_or_path in MODEL_PRESETS and not os.path.isdir(name_or_path):
@@ -88,7 +107,7 @@ def load_pipeline(pipe_cls, name_or_path: str, device: torch.device, memory=None
     if preset is not None:
         if preset not in MODEL_PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; accepted: {', '.join(MODEL_PRESETS)}")
-        return random_pipeline(pipe_cls, preset, device, memory, dtype, seed, **overrides)
+        return random_pipeline(pipe_cls, preset, device, memory, dtype, seed, random_text, **overrides)
     if not os.path.isdir(name_or_path) and name_or_path.count("/") != 1:
         raise ConfigError(f"unknown model {name_or_path!r}: not a folder, not a hub repo id (org/name), not one of "
                           f"the named checkpoints {', '.join(HUB_MODELS)}, and not one of the presets "
