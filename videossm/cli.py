@@ -20,7 +20,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .timeline import TimelineError
     from .weights.checkpoint import CheckpointError
 
-    return USER_ERRORS + (PromptError, TimelineError, CheckpointError)
+    from .study.service import AdminError, VoteRejected
+    from .study.store import StoreError
+
+    return USER_ERRORS + (PromptError, TimelineError, CheckpointError, AdminError, VoteRejected, StoreError)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -185,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     vae = stages.add_parser("vae", help="stage 0: the tiny AutoencoderKLWan on the procedural world")
     add_train_vae_args(vae)
     vae.set_defaults(func=cmd_train)
+
+    from .study.cli import add_parser as add_study_parser
+    add_study_parser(sub)
     return parser
 
 
