@@ -270,6 +270,25 @@ def test_attention_check_failures_are_excluded_and_counted(make_study):
     assert "failed: 1" in format_table(stats)
 
 
+def test_pool_is_topped_up_in_the_background_when_every_item_was_shown(make_study):
+    from videossm.pipeline import VideoSSMPipeline
+
+    study = make_study(max_shows_per_item=2, top_up_items=1)
+    study.pipelines = {"test": VideoSSMPipeline.from_pretrained("test", device="cpu")}
+    before = set(study.pool.items)
+    for i in range(3):  # 2 items x 2 shows, 3 videos out of 3 systems: every item is shown twice after 4
+        study.new_comparison(f"s{i}", "1.1.1.1")
+    assert study._top_up is None
+    study.new_comparison("s4", "1.1.1.1")
+    study._top_up.join(timeout=120)
+    new = set(study.pool.items) - before
+    assert len(new) == 1
+    item = study.pool.items[new.pop()]
+    assert sorted(item.clips) == sorted(SYSTEM_NAMES) and all(os.path.exists(study.pool.clip_path(c))
+                                                              for c in item.clips.values())
+    assert json.load(open(study.pool.path))["items"][-1]["id"] == item.id  # saved to pool.json
+
+
 # Scheduling ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [2, 3])
 def test_balanced_pairs_and_random_positions(k):

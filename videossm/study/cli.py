@@ -130,7 +130,8 @@ def cmd_serve(args) -> int:
     overrides = {}
     if args.min_watch is not None:
         overrides["min_watch_s"] = args.min_watch
-    study = Study.open(args.root, **overrides)
+    # {}: the pool builder loads each system's model when a top-up first needs it
+    study = Study.open(args.root, pipelines={} if args.top_up else None, **overrides)
     demo = build_demo(study)
     print(f"serving the study in {args.root} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     try:
@@ -166,6 +167,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("VIDEOSSM_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("VIDEOSSM_PORT", "7860")))
     serve.add_argument("--min-watch", type=float, default=None, help="override the minimum watch time (s)")
+    serve.add_argument("--top-up", action="store_true",
+                       help="generate new pool items in the background once every item has been shown often")
     serve.set_defaults(func=cmd_serve)
 
     stats = sub.add_parser("stats", help="print the Table-3-style results")
