@@ -21,7 +21,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .timeline import TimelineError
     from .weights.checkpoint import CheckpointError
 
-    return USER_ERRORS + (PromptError, TimelineError, CheckpointError, BackendUnavailableError)
+    from .study.service import AdminError, VoteRejected
+    from .study.store import StoreError
+
+    return USER_ERRORS + (PromptError, TimelineError, CheckpointError, BackendUnavailableError, AdminError,
+                          VoteRejected, StoreError)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -207,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         stage_parser = stages.add_parser(stage, help=help_text)
         getattr(importlib.import_module(module_name), args_func)(stage_parser)
         stage_parser.set_defaults(func=cmd_train)
+
+    from .study.cli import add_parser as add_study_parser
+    add_study_parser(sub)
     return parser
 
 
