@@ -1,0 +1,1 @@
+"""World metrics (issue 5)."""
