@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     vae = stages.add_parser("vae", help="stage 0: the tiny AutoencoderKLWan on the procedural world")
     add_train_vae_args(vae)
     vae.set_defaults(func=cmd_train)
+    from .eval.world import add_probe_parser, add_world_parser  # light: no torch until a command runs
+
+    add_probe_parser(stages)
+    add_world_parser(sub)
     return parser
 
 

@@ -40,11 +40,10 @@ from tqdm import tqdm
 
 from ...config import ConfigError
 from ...world import COLORS, SHAPES, Clip, sample_training_clip
+from .cli import PROBE_DIR
 
 logger = logging.getLogger(__name__)
 
-PROBE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))), "assets", "probe")
 WEIGHTS_NAME = "probe.safetensors"
 CONFIG_NAME = "probe.json"
 
@@ -54,7 +53,7 @@ class ProbeConfig:
     input_size: int = 64  # frames are resized to input_size x input_size
     channels: tuple[int, int, int, int] = (16, 32, 48, 48)
     # training
-    steps: int = 1500
+    steps: int = 2000
     batch: int = 64  # frames per step
     frames_per_clip: int = 8  # frames drawn from each rendered clip
     clip_seconds: float = 5.0  # long enough for the wraparound scenario (frames without the object)
@@ -347,20 +346,6 @@ def load_probe(path: str | None = None) -> WorldProbe:
     probe = WorldProbe(config)
     probe.load_state_dict(load_file(weights_path))
     return probe.eval()
-
-
-def add_probe_parser(stages) -> None:
-    """`python -m videossm train probe`: registered on the `train` subcommand's stage parsers."""
-    defaults = ProbeConfig()
-    p = stages.add_parser("probe", help="the world-metric probe (object colour, shape, position) on renderer frames")
-    p.add_argument("--out", default=PROBE_DIR, help="folder for probe.safetensors + probe.json (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--batch", type=int, default=defaults.batch, help="frames per step")
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_train_probe)
 
 
 def cmd_train_probe(args) -> int:
