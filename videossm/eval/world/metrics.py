@@ -260,20 +260,25 @@ def video_metrics(frames: np.ndarray, segments, fps: int, probe: WorldProbe | No
                          "background_survived": bool(background <= config.background_survived_mae)
                          if not math.isnan(background) else None})
 
-    # drift and revisits on blurred frames, object masked
-    valid = valid_masks(boxes, height, width)
-    blurred = box_blur(frames.astype(np.float32), config.blur_radius)  # [T, H, W, 3]
-    grown = ~box_blur((~valid)[..., None].astype(np.float32), config.blur_radius)[..., 0].astype(bool)
+    # drift and revisits on blurred frames, object masked (one frame at a time: long videos stay small)
+    def clean(t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(blurred float frame [H, W, 3], valid [H, W]: away from the object's box by the blur radius)."""
+        blurred = box_blur(frames[t].astype(np.float32), config.blur_radius)
+        near = box_blur((~valid_masks([boxes[t]], height, width)[0])[..., None].astype(np.float32),
+                        config.blur_radius)[..., 0] > 0
+        return blurred, ~near
+
     ref_n = max(1, min(n, round(config.reference_seconds * fps)))
-    same_view = (track[:ref_n] == track[0]).all(1)
-    reference, ref_seen = masked_median(blurred[:ref_n][same_view], grown[:ref_n][same_view])
-    drift = np.array([aligned_mae(reference, ref_seen, track[0], blurred[t], grown[t], track[t]) for t in range(n)])
+    ref_frames = [t for t in range(ref_n) if (track[t] == track[0]).all()]
+    ref_blurred, ref_valid = zip(*(clean(t) for t in ref_frames))
+    reference, ref_seen = masked_median(np.stack(ref_blurred), np.stack(ref_valid))
+    drift = np.array([aligned_mae(reference, ref_seen, track[0], *clean(t), track[t]) for t in range(n)])
     end_n = max(1, round(config.end_seconds * fps))
     minute = 60 * fps
     drift_by_minute = [_mean(drift[m:m + minute]) for m in range(0, n, minute)]
     pairs = revisit_pairs(track, (height, width), config.revisit_leave, config.revisit_tolerance_px,
                           config.revisit_stride)
-    revisit = [aligned_mae(blurred[j], grown[j], track[j], blurred[i], grown[i], track[i]) for i, j in pairs]
+    revisit = [aligned_mae(*clean(j), track[j], *clean(i), track[i]) for i, j in pairs]
 
     pair_mae = frame_pair_mae(frames)  # [T-1]
     scalars = {
@@ -321,13 +326,13 @@ def _background_change(frames, boxes, track, s: int, end: int, fps: int, config:
     after = range(a0, min(end, a0 + sec))
     if not len(before) or not len(after):
         return float("nan")
-    valid = valid_masks(boxes, height, width)
     medians = []
     for idx in (before, after):
         idx = np.array(idx)
         idx = idx[(track[idx] == track[idx[0]]).all(1)]
         blurred = box_blur(frames[idx].astype(np.float32), config.blur_radius)
-        medians.append((*masked_median(blurred, valid[idx]), track[idx[0]]))
+        valid = valid_masks([boxes[i] for i in idx], height, width)  # [len(idx), H, W]
+        medians.append((*masked_median(blurred, valid), track[idx[0]]))
     (ma, va, oa), (mb, vb, ob) = medians
     return aligned_mae(ma, va, oa, mb, vb, ob)
 

@@ -81,22 +81,22 @@ def estimate_track(frames: np.ndarray, object_boxes: list[np.ndarray | None] | N
         raise ValueError(f"estimate_track needs frames [T>=1, H, W, 3], got shape {frames.shape}")
     height, width = frames.shape[1:3]
     window = _hann(height, width)
-    gray = to_gray(frames)  # [T, H, W]
     boxes = object_boxes or [None] * len(frames)
     limit = np.array([max_step * width, max_step * height])
     track = np.zeros((len(frames), 2), np.int64)
-    key, key_valid, key_offset = gray[0], box_mask((height, width), boxes[0]), np.zeros(2, np.int64)
+    key, key_valid, key_offset = to_gray(frames[0]), box_mask((height, width), boxes[0]), np.zeros(2, np.int64)
     move = np.zeros(2, np.int64)  # camera move from the key to the previous frame
     for t in range(1, len(frames)):
+        gray = to_gray(frames[t])  # [H, W], one frame at a time: long videos stay small in memory
         valid = box_mask((height, width), boxes[t])
         step = track[t - 1] - track[t - 2] if t >= 2 else np.zeros(2, np.int64)  # the last frame's move
-        candidates = np.concatenate([move + _NEAR, move + step + _NEAR, phase_candidates(key, gray[t], window)])
+        candidates = np.concatenate([move + _NEAR, move + step + _NEAR, phase_candidates(key, gray, window)])
         candidates = candidates[(np.abs(candidates - move) <= limit).all(1)]
-        errors = [masked_shift_error(key, key_valid, gray[t], valid, c) for c in candidates]
+        errors = [masked_shift_error(key, key_valid, gray, valid, c) for c in candidates]
         move = candidates[int(np.argmin(errors))]
         track[t] = key_offset + move
         if abs(move[0]) > rekey * width or abs(move[1]) > rekey * height:
-            key, key_valid, key_offset, move = gray[t], valid, track[t].copy(), np.zeros(2, np.int64)
+            key, key_valid, key_offset, move = gray, valid, track[t].copy(), np.zeros(2, np.int64)
     return track
 
 
