@@ -208,3 +208,18 @@ def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path):
     assert main(argv) == 0  # resumed: every video's metrics come from the cache
     assert [p.stat().st_mtime_ns for p in cached] == stamps
     assert main(["eval-world", "--systems", "tiny:lstm", "--out-dir", str(out)]) == 2
+
+
+def test_world_args_join_another_eval_parser():
+    import argparse
+
+    from videossm.eval.world import add_world_args, run_from_args
+
+    parser = argparse.ArgumentParser()  # like issue 8's `eval`, which owns --device and dispatches --world
+    parser.add_argument("videos_in", nargs="*")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--world", action="store_true")
+    add_world_args(parser)
+    args = parser.parse_args(["--world", "--videos", "3", "--systems", "hybrid", "window", "--seconds", "30"])
+    assert (args.device, args.videos, args.systems, args.seconds) == ("cpu", 3, ["hybrid", "window"], 30.0)
+    assert callable(run_from_args)

@@ -12,8 +12,19 @@ SCENARIO_NAMES = ("plain", "pan_and_return", "wraparound", "long_static", "promp
 
 
 def add_world_args(parser: argparse.ArgumentParser) -> None:
-    """The world-eval options, for `eval --world` (issue 8's parser) and `eval-world`."""
-    g = parser.add_argument_group("world metrics (--world)")
+    """The world-eval options, for `eval --world` (issue 8's parser) and `eval-world`.
+
+    An option the parser already has (e.g. a shared --device or --threads) is left to it, so this can be
+    added to another command's parser without an argparse conflict."""
+    group = parser.add_argument_group("world metrics (--world)")
+
+    class _Group:  # add_argument that skips option strings the parser already defines
+        @staticmethod
+        def add_argument(*names, **kwargs):
+            if not any(n in parser._option_string_actions for n in names):
+                group.add_argument(*names, **kwargs)
+
+    g = _Group()
     g.add_argument("--systems", nargs="+", default=["hybrid", "sink", "window"],
                    help="LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY (model from --world-model); default: %(default)s")
     g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL", "tiny"),

@@ -89,3 +89,50 @@ def forgetful(clip: Clip, window_frames: int, other_seed: int) -> np.ndarray:
         mask = clip.object_mask(t)
         frames[t][mask] = clip.frames[t][mask]
     return frames
+
+
+def validation_report(probe, size: int = 64) -> str:
+    """Markdown: the metrics of renderer clips and of their corruptions (the tests' cases, as a table).
+
+        python -m videossm.eval.world.corruptions      # prints it
+    """
+    from ...world import render_clip
+    from .metrics import video_metrics
+
+    def row(name: str, frames, clip, keys) -> str:
+        s = video_metrics(frames, clip.segments, clip.fps, probe)["scalars"]
+        return f"| {name} | " + ", ".join(f"{k} {s[k]:.3f}" for k in keys) + " |"
+
+    lines = ["| video | metrics |", "|---|---|"]
+    bounce = render_clip("a blue square bouncing around on a brown background", 6, seed=1, size=size,
+                         scenario="long_static")
+    other = render_clip("a blue square bouncing around on a brown background", 6, seed=2, size=size,
+                        scenario="long_static")
+    keys = ("color_adherence_10s", "shape_adherence_10s", "direction_adherence_10s", "moving_fraction",
+            "max_frozen_s", "drift_end", "flicker")
+    lines.append(row("renderer, bouncing, 6 s", bounce.frames, bounce, keys))
+    lines.append(row("... colour swapped to green", color_swapped(bounce, "green"), bounce, keys))
+    lines.append(row("... frozen from 1 s", frozen(bounce, 16), bounce, keys))
+    lines.append(row("... background replaced from 3 s", background_replaced(bounce, other, 48), bounce, keys))
+    lines.append(row("... noise sigma 20", noisy(bounce, 20.0), bounce, keys))
+    switch = render_clip("a red circle moving right on a gray background", 6, seed=4, size=size,
+                         scenario="prompt_switch")
+    keys = ("switch_within_limit", "switch_response_s", "switch_background_survived")
+    lines.append(row("renderer, shape switch at 3 s", switch.frames, switch, keys))
+    lines.append(row("... switch never taken", render_clip(switch.segments[0][1], 6, seed=4, size=size).frames,
+                     switch, keys))
+    lines.append(row("... background replaced at the switch",
+                     background_replaced(switch, render_clip(switch.prompt, 6, seed=9, size=size),
+                                         switch.switch_frames[0]), switch, keys))
+    pan = render_clip("a green triangle standing still on a purple background", 6, seed=3, size=size,
+                      scenario="pan_and_return")
+    keys = ("revisits", "revisit_mae", "drift_end")
+    lines.append(row("renderer, pan and return", pan.frames, pan, keys))
+    lines.append(row("... forgetful (1 s memory)", forgetful(pan, 16, 99), pan, keys))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    from .probe import load_probe
+
+    print(validation_report(load_probe()))

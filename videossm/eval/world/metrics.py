@@ -239,7 +239,8 @@ def video_metrics(frames: np.ndarray, segments, fps: int, probe: WorldProbe | No
         old, new = segments[k - 1].spec, segments[k].spec
         s, end = starts[k], starts[k + 1]
         changed = [f for f in ("color", "shape", "motion", "background") if getattr(old, f) != getattr(new, f)]
-        response = math.inf
+        # colour/shape/motion switches are timed; a background-only switch is not (NaN), only its survival
+        response = math.inf if changed and changed[0] != "background" else float("nan")
         for field in changed[:1]:
             if field in ("color", "shape"):
                 ok = color_ok if field == "color" else shape_ok
@@ -255,7 +256,8 @@ def video_metrics(frames: np.ndarray, segments, fps: int, probe: WorldProbe | No
                         break
         background = _background_change(frames, boxes, track, s, end, fps, config)
         switches.append({"frame": s, "seconds": s / fps, "field": changed[0] if changed else None,
-                         "response_s": response, "within_limit": bool(response <= config.switch_limit_seconds),
+                         "response_s": response,
+                         "within_limit": bool(response <= config.switch_limit_seconds) if not math.isnan(response) else None,
                          "background_mae": background,
                          "background_survived": bool(background <= config.background_survived_mae)
                          if not math.isnan(background) else None})
@@ -288,8 +290,8 @@ def video_metrics(frames: np.ndarray, segments, fps: int, probe: WorldProbe | No
         "frozen_fraction": 1 - moving_fraction if not math.isnan(moving_fraction) else float("nan"),
         "max_frozen_s": _longest_run(frozen_flags) * win / fps if frozen_flags else float("nan"),
         # mean over the switches that responded at all (the others count in switch_within_limit)
-        "switch_response_s": _mean([sw["response_s"] for sw in switches if math.isfinite(sw["response_s"])]),
-        "switch_within_limit": _mean([float(sw["within_limit"]) for sw in switches]) if switches else float("nan"),
+        "switch_response_s": _mean([sw["response_s"] for sw in switches if np.isfinite(sw["response_s"])]),
+        "switch_within_limit": _mean([float(sw["within_limit"]) for sw in switches if sw["within_limit"] is not None]),
         "switch_background_survived": _mean([float(sw["background_survived"]) for sw in switches
                                              if sw["background_survived"] is not None]),
         "drift_end": _mean(drift[-end_n:]),
