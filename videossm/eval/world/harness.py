@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -233,7 +234,8 @@ def plot_curves(per_system: dict[str, dict[str, dict]], path: str) -> None:
             stack = np.full((len(curves), length), np.nan)
             for k, c in enumerate(curves):
                 stack[k, :len(c[name])] = [_num(v) for v in c[name]]
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():  # windows no video measured stay NaN (gaps in the line)
+                warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(stack, 0)
             ax.plot(t, mean, marker=".", label=label)
         ax.set_ylabel(name.replace("_", " "), fontsize=8)
