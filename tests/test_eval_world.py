@@ -179,6 +179,9 @@ def test_systems_and_jobs():
     assert (s.label, s.model, s.memory) == ("ours", "runs/a/", "window")
     with pytest.raises(ConfigError, match="unknown memory mode 'lstm'"):
         parse_system("tiny:lstm", "tiny")
+    assert parse_system("renderer", "tiny") == parse_system("renderer=renderer", "x")
+    with pytest.raises(ConfigError, match="VAE folder 'nowhere' not found"):
+        parse_system("vae:nowhere", "tiny")
     jobs = make_jobs(6, 8, ("prompt_switch", "wraparound", "pan_and_return"), seed=1000)
     assert jobs == make_jobs(6, 8, ("prompt_switch", "wraparound", "pan_and_return"), seed=1000)
     assert [j.scenario for j in jobs[:3]] == ["prompt_switch", "wraparound", "pan_and_return"]
@@ -192,12 +195,15 @@ def test_systems_and_jobs():
 
 def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path):
     out = tmp_path / "eval"
-    argv = ["eval-world", "--world-model", "test", "--systems", "hybrid", "window", "--videos", "2",
+    argv = ["eval-world", "--world-model", "test", "--systems", "hybrid", "window", "renderer", "--videos", "2",
             "--seconds", "1.5", "--scenarios", "long_static", "prompt_switch", "--out-dir", str(out),
             "--bootstrap", "100", "--no-progress"]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(results["videos"]) == {"hybrid", "window"} and len(results["videos"]["hybrid"]) == 2
+    assert set(results["videos"]) == {"hybrid", "window", "renderer"} and len(results["videos"]["hybrid"]) == 2
+    perfect = results["table"]["colour adherence, whole video"]["renderer"]
+    assert perfect["n"] == 2 and perfect["mean"] == 1.0  # the reference system: the world's own videos
+    assert results["table"]["background drift, last 10 s (MAE)"]["renderer"]["mean"] == 0.0
     video = next(iter(results["videos"]["hybrid"].values()))
     assert video["trained"] is False and len(video["curves"]["t"]) == 1
     table = (out / "table.md").read_text()

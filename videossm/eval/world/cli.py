@@ -26,7 +26,8 @@ def add_world_args(parser: argparse.ArgumentParser) -> None:
 
     g = _Group()
     g.add_argument("--systems", nargs="+", default=["hybrid", "sink", "window"],
-                   help="LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY (model from --world-model); default: %(default)s")
+                   help="LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY (model from --world-model); references: renderer "
+                        "(perfect videos: the ceiling), vae:VAE_DIR (them through a VAE); default: %(default)s")
     g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL", "tiny"),
                    help="model of systems given without one: checkpoint folder or preset (default: %(default)s)")
     g.add_argument("--videos", type=int, default=16, help="videos per system (default %(default)s)")

@@ -4,7 +4,9 @@
         --videos 16 --seconds 60 --out-dir runs/world_eval
 
 A *system* is a model (checkpoint folder or preset) under one memory mode: `LABEL=MODEL:MEMORY`,
-`MODEL:MEMORY`, or just `MEMORY` (model from --model). Every system generates the same *jobs*: job i
+`MODEL:MEMORY`, or just `MEMORY` (model from --world-model). Two reference systems bound the table:
+`renderer` (the world's perfect video of each job: the metrics' ceiling) and `vae:VAE_DIR` (that video
+encoded and decoded by a VAE: the ceiling of any generator decoded by it). Every system generates the same *jobs*: job i
 has a generation seed (`--seed` + i, beyond any training seed), a scenario (cycling over
 `--scenarios`), a split (held-out combinations for even i, train for odd) and the timeline the
 renderer makes for that scenario (for `prompt_switch`, one switch at mid-video). So systems are
@@ -67,16 +69,56 @@ class System:
     memory: str
 
 
+REFERENCE_SIZE = 128  # frame size of the reference systems' videos (the shipped default)
+
+
 def parse_system(text: str, default_model: str) -> System:
-    """`LABEL=MODEL:MEMORY`, `MODEL:MEMORY` or `MEMORY`."""
+    """`LABEL=MODEL:MEMORY`, `MODEL:MEMORY` or `MEMORY`; or a reference system: `renderer` (the world's own
+    perfect video of each job: the metrics' ceiling) or `vae:VAE_DIR` (that video through a diffusers
+    AutoencoderKLWan folder and back: the ceiling a generator decoded by that VAE can reach)."""
     label, _, spec = text.rpartition("=")
+    if spec == "renderer" or spec.startswith("vae:"):
+        kind, _, path = spec.partition(":")
+        if kind == "vae" and not os.path.isdir(path):
+            raise ConfigError(f"system {text!r}: VAE folder {path!r} not found")
+        return System(label or kind, path or "renderer", kind)
     model, _, memory = spec.rpartition(":")
     model = model or default_model
     if memory not in MEMORY_MODES:
         raise ConfigError(f"system {text!r}: unknown memory mode {memory!r}; accepted: {', '.join(MEMORY_MODES)} "
-                          f"(write LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY)")
+                          f"(write LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY; or renderer, vae:VAE_DIR)")
     label = label or (memory if model == default_model else f"{os.path.basename(model.rstrip('/'))}:{memory}")
     return System(label, model, memory)
+
+
+class ReferenceVideos:
+    """The `renderer` and `vae:DIR` systems: the world's own video of a job, optionally VAE round-tripped."""
+
+    trained = True
+
+    def __init__(self, system: System, device: str = "auto"):
+        self.system, self.vae = system, None
+        if system.memory == "vae":
+            import torch
+            from diffusers import AutoencoderKLWan
+
+            from ...pipeline import resolve_device
+
+            self.vae = AutoencoderKLWan.from_pretrained(system.model).to(resolve_device(device)).eval()
+            self.torch = torch
+
+    def generate(self, job: "VideoJob", seconds: float, fps: int = 16) -> tuple[np.ndarray, dict]:
+        if job.scenario == "prompt_switch":  # the job's timeline already holds the switch
+            clip = render_clip(list(job.segments), seconds, job.seed, REFERENCE_SIZE, fps)
+        else:
+            clip = render_clip(job.segments[0][1], seconds, job.seed, REFERENCE_SIZE, fps, job.scenario)
+        frames = clip.frames
+        if self.vae is not None:
+            from ...train.vae import reconstruct
+
+            with self.torch.no_grad():
+                frames = reconstruct(self.vae, frames)
+        return frames, {"fps": None}
 
 
 @dataclass(frozen=True)
@@ -163,10 +205,16 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
             with open(path) as f:
                 results[job.name] = json.load(f)
             continue
+        if pipe is None and system.memory in ("renderer", "vae"):
+            pipe = ReferenceVideos(system, device)
         if pipe is None:
             pipe = VideoSSMPipeline.from_pretrained(system.model, device=device, memory=system.memory)
-        fps = pipe.model_config.fps
-        frames, stats = pipe.generate(job.timeline(fps), seconds, seed=job.seed)
+        if isinstance(pipe, ReferenceVideos):
+            fps = 16
+            frames, stats = pipe.generate(job, seconds, fps)
+        else:
+            fps = pipe.model_config.fps
+            frames, stats = pipe.generate(job.timeline(fps), seconds, seed=job.seed)
         metrics = video_metrics(frames, job.segments, fps, probe, config)
         record = _clean({"job": asdict(job), "system": asdict(system), "trained": pipe.trained,
                          "gen_fps": stats["fps"], **metrics})
