@@ -108,10 +108,9 @@ class ReferenceVideos:
             self.torch = torch
 
     def generate(self, job: "VideoJob", seconds: float, fps: int = 16) -> tuple[np.ndarray, dict]:
-        if job.scenario == "prompt_switch":  # the job's timeline already holds the switch
-            clip = render_clip(list(job.segments), seconds, job.seed, REFERENCE_SIZE, fps)
-        else:
-            clip = render_clip(job.segments[0][1], seconds, job.seed, REFERENCE_SIZE, fps, job.scenario)
+        clip = render_clip(job.segments[0][1], seconds, job.seed, REFERENCE_SIZE, fps, job.scenario)
+        if tuple((float(t), p) for t, p in clip.segments) != job.segments:  # e.g. other --seconds than the jobs'
+            raise ConfigError(f"job {job.name}: the renderer's timeline {clip.segments} is not the job's {job.segments}")
         frames = clip.frames
         if self.vae is not None:
             from ...train.vae import reconstruct
@@ -148,10 +147,10 @@ def make_jobs(videos: int, seconds: float, scenarios=DEFAULT_SCENARIOS, seed: in
         split = "heldout" if i % 2 == 0 else "train"
         rng = np.random.default_rng([seed, i])
         spec = sample_spec(rng, split, **({"motions": WRAPPING_MOTIONS} if scenario == "wraparound" else {}))
-        try:  # the renderer makes the scenario's timeline (e.g. the switch); 32 px is enough for that
-            clip = render_clip(spec, seconds, seed + i, size=32, fps=fps, scenario=scenario)
+        try:  # the renderer makes the scenario's timeline (e.g. the switch), as the `renderer` system renders it
+            clip = render_clip(spec, seconds, seed + i, size=REFERENCE_SIZE, fps=fps, scenario=scenario)
         except ValueError:  # too short for this scenario (wraparound needs ~5 s): a plain video instead
-            scenario, clip = "plain", render_clip(spec, seconds, seed + i, size=32, fps=fps)
+            scenario, clip = "plain", render_clip(spec, seconds, seed + i, size=REFERENCE_SIZE, fps=fps)
         jobs.append(VideoJob(i, seed + i, scenario, split, tuple((float(s), p) for s, p in clip.segments)))
     return jobs
 
