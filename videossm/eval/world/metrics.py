@@ -309,7 +309,9 @@ def video_metrics(frames: np.ndarray, segments, fps: int, probe: WorldProbe | No
         moving = [got != "standing still" for w0, got in moving_windows if a <= w0 < b]
         curves["t"].append(a / fps)
         for k in ("color_adherence", "shape_adherence", "direction_adherence", "presence"):
-            curves[k].append(part[k])
+            # a window without the object (e.g. it wrapped out of view) has no colour/shape to judge
+            hidden = k in ("color_adherence", "shape_adherence") and not part["presence"] > 0
+            curves[k].append(float("nan") if hidden else part[k])
         curves["moving_fraction"].append(float(np.mean(moving)) if moving else float("nan"))
         curves["drift"].append(_mean(drift[a:b]))
         curves["flicker"].append(float((255 - pair_mae[a:max(a + 1, b - 1)].mean()) / 255) if b - a > 1 else float("nan"))
