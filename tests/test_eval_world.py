@@ -222,10 +222,11 @@ def test_world_args_join_another_eval_parser():
     from videossm.eval.world import add_world_args, run_from_args
 
     parser = argparse.ArgumentParser()  # like issue 8's `eval`, which owns --device and dispatches --world
-    parser.add_argument("videos_in", nargs="*")
+    parser.add_argument("videos", nargs="*", metavar="VIDEO")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--world", action="store_true")
     add_world_args(parser)
     args = parser.parse_args(["--world", "--videos", "3", "--systems", "hybrid", "window", "--seconds", "30"])
-    assert (args.device, args.videos, args.systems, args.seconds) == ("cpu", 3, ["hybrid", "window"], 30.0)
+    assert (args.device, args.world_videos, args.systems, args.seconds) == ("cpu", 3, ["hybrid", "window"], 30.0)
+    assert args.videos == []  # the eval parser's own VIDEO files are untouched
     assert callable(run_from_args)

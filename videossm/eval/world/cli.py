@@ -30,7 +30,8 @@ def add_world_args(parser: argparse.ArgumentParser) -> None:
                         "(perfect videos: the ceiling), vae:VAE_DIR (them through a VAE); default: %(default)s")
     g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL", "tiny"),
                    help="model of systems given without one: checkpoint folder or preset (default: %(default)s)")
-    g.add_argument("--videos", type=int, default=16, help="videos per system (default %(default)s)")
+    g.add_argument("--videos", type=int, default=16, dest="world_videos",  # `eval` has a positional `videos`
+                   help="videos per system (default %(default)s)")
     g.add_argument("--seconds", type=float, default=60.0, help="length of each video (default %(default)s)")
     g.add_argument("--scenarios", nargs="+", choices=SCENARIO_NAMES, default=list(DEFAULT_SCENARIOS),
                    help="scenario timelines, cycled over the videos")
@@ -52,8 +53,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.videos < 1:
-        raise ConfigError(f"--videos must be >= 1, got {args.videos}")
+    if args.world_videos < 1:
+        raise ConfigError(f"--videos must be >= 1, got {args.world_videos}")
     if not 0 < args.seconds <= 600:
         raise ConfigError(f"--seconds must be in (0, 600], got {args.seconds}")
     from .harness import make_jobs, parse_system, run_world_eval
@@ -62,7 +63,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     labels = [s.label for s in systems]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"system labels must differ, got {labels}; name them LABEL=MODEL:MEMORY")
-    jobs = make_jobs(args.videos, args.seconds, tuple(args.scenarios), args.seed)
+    jobs = make_jobs(args.world_videos, args.seconds, tuple(args.scenarios), args.seed)
     run_world_eval(systems, jobs, args.seconds, args.out_dir, args.probe, args.device, args.save_videos,
                    args.bootstrap, not args.no_progress)
     with open(os.path.join(args.out_dir, "table.md")) as f:
