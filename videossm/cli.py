@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .study.cli import add_parser as add_study_parser
     add_study_parser(sub)
+
+    from .eval.world import add_probe_parser, add_world_parser  # light: no torch until a command runs
+
+    add_probe_parser(stages)
+    add_world_parser(sub)
     return parser
 
 

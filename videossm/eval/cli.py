@@ -35,6 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="hub repo (or .safetensors file) holding LAION's aesthetic linear head")
     p.add_argument("--world", action="store_true", help="the procedural-world metrics instead (videossm.eval.world)")
     p.add_argument("--no-progress", action="store_true")
+    from .world import add_world_args  # light: no torch until a command runs
+
+    add_world_args(p)  # the --world options (shared ones such as --device are skipped)
     p.set_defaults(func=cmd_eval)
     return p
 

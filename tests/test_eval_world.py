@@ -1,0 +1,232 @@
+"""World metrics: the probe reads the renderer's ground truth, the tracker follows its camera, every metric
+scores renderer clips (perfect videos) well and their corruptions badly, and the harness runs end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from videossm.cli import main
+from videossm.config import ConfigError
+from videossm.eval.world import corruptions as C
+from videossm.eval.world.harness import aggregate, bootstrap_mean, make_jobs, parse_system
+from videossm.eval.world.metrics import video_metrics
+from videossm.eval.world.probe import (PROBE_DIR, WEIGHTS_NAME, ProbeConfig, WorldProbe, evaluate_probe,
+                                       frames_with_truth, load_probe, train_probe)
+from videossm.eval.world.tracking import estimate_track
+from videossm.world import HELD_OUT_COMBOS, is_held_out, parse_prompt, render_clip, sample_training_clip
+
+SIZE = 64  # metric tests render small frames; the probe resizes every frame to 64 anyway
+
+
+@pytest.fixture(scope="module")
+def probe() -> WorldProbe:
+    return load_probe()
+
+
+def scalars(frames, clip, probe, segments=None) -> dict:
+    return video_metrics(frames, segments or clip.segments, clip.fps, probe)["scalars"]
+
+
+# ---------------------------------------------------------------- probe
+
+def test_shipped_probe_reads_held_out_ground_truth(probe):
+    rng = np.random.default_rng(12345)  # not a seed the probe saw
+    clips = [sample_training_clip(rng, 5, 128, split="heldout") for _ in range(24)]
+    truth = frames_with_truth(clips, rng, 4, probe.config)
+    report = evaluate_probe(probe, truth, 128)
+    assert report["color_acc"] >= 0.97 and report["shape_acc"] >= 0.93, report
+    assert report["present_acc"] >= 0.93 and report["loc_err_px_median"] <= 3.0, report
+    assert os.path.getsize(os.path.join(PROBE_DIR, WEIGHTS_NAME)) < 1_000_000
+
+
+def test_probe_training_step_and_checkpoint_round_trip(tmp_path):
+    config = dataclasses.replace(ProbeConfig(), steps=2, batch=16, val_clips=2, val_frames_per_clip=2)
+    result = train_probe(config, str(tmp_path), progress=False)
+    assert all(np.isfinite(v) for v in result["final_loss"].values())
+    assert set(result["validation"]) == {"heldout", "heldout_degraded", "train", "train_degraded"}
+    loaded = load_probe(str(tmp_path))
+    import torch
+
+    torch.manual_seed(config.seed)
+    fresh = WorldProbe(config)  # the initialisation train_probe started from
+    changed = [k for k, v in fresh.state_dict().items() if not torch.equal(v, loaded.state_dict()[k])]
+    assert changed  # two steps moved the weights
+    frames = render_clip("a red circle moving up on a gray background", 0.5, seed=0, size=SIZE).frames
+    a, b = loaded.read(frames), load_probe(str(tmp_path)).read(frames)
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.color, b.color)
+    with pytest.raises(FileNotFoundError, match="train probe"):
+        load_probe(str(tmp_path / "missing"))
+
+
+# ---------------------------------------------------------------- camera tracker
+
+def test_tracker_follows_the_renderer_camera():
+    exact = total = 0
+    for seed in range(4):
+        clip = render_clip("a white circle bouncing around on a black background", 5, seed=seed, size=SIZE,
+                           scenario="pan_and_return")
+        r = int(clip.radius * 1.6)
+        boxes = [np.array([[rec.x - r, rec.y - r, rec.x + r + 1, rec.y + r + 1]]) for rec in clip.records]
+        track = estimate_track(clip.frames, boxes)
+        camera = np.stack([clip.column("camera_x"), clip.column("camera_y")], 1)
+        world = np.array(clip.world_size[::-1])
+        error = (track - (camera - camera[0]) + world // 2) % world - world // 2
+        exact += int((np.abs(error).max(1) == 0).sum())
+        total += len(track)
+        assert np.abs(camera - camera[0]).max() > 0  # it did pan
+    assert exact >= 0.95 * total, (exact, total)
+
+
+# ---------------------------------------------------------------- metrics on perfect and spoiled videos
+
+def test_renderer_clips_score_well_and_corruptions_badly(probe):
+    clip = render_clip("a blue square bouncing around on a brown background", 6, seed=1, size=SIZE,
+                       scenario="long_static")
+    clean = scalars(clip.frames, clip, probe)
+    assert clean["color_adherence_10s"] >= 0.95 and clean["shape_adherence_10s"] >= 0.95
+    assert clean["direction_adherence_10s"] >= 0.8 and clean["moving_fraction"] == 1.0
+    assert clean["drift_end"] <= 0.01 and clean["max_frozen_s"] == 0.0
+
+    swapped = scalars(C.color_swapped(clip, "green"), clip, probe)
+    assert swapped["color_adherence_10s"] <= 0.1 and swapped["shape_adherence_10s"] >= 0.9
+
+    stalled = scalars(C.frozen(clip, 16), clip, probe)
+    assert stalled["moving_fraction"] <= 0.3 and stalled["max_frozen_s"] >= 3.0
+
+    other = render_clip("a blue square bouncing around on a brown background", 6, seed=2, size=SIZE,
+                        scenario="long_static")
+    drifted = scalars(C.background_replaced(clip, other, 48), clip, probe)
+    assert drifted["drift_end"] >= clean["drift_end"] + 0.03
+
+    noisy = scalars(C.noisy(clip, 20.0), clip, probe)
+    assert noisy["flicker"] <= clean["flicker"] - 0.05
+    assert noisy["color_adherence_10s"] >= 0.9  # the probe sees through noise: adherence is not flicker
+
+
+def test_direction_adherence_tells_directions_apart(probe):
+    clip = render_clip("a yellow triangle moving left on a black background", 3, seed=4, size=SIZE)
+    assert clip.records[0].x > SIZE // 2  # starts on the right: in view for the whole 3 s
+    assert scalars(clip.frames, clip, probe)["direction_adherence_10s"] >= 0.8
+    mirrored = clip.frames[:, :, ::-1].copy()  # the object now moves right
+    assert scalars(mirrored, clip, probe)["direction_adherence_10s"] <= 0.2
+    still = render_clip("a yellow triangle standing still on a black background", 3, seed=4, size=SIZE)
+    assert scalars(still.frames, clip, probe)["direction_adherence_10s"] <= 0.2
+
+
+def test_switch_response_and_background_survival(probe):
+    clip = render_clip("a red circle moving right on a gray background", 6, seed=4, size=SIZE,
+                       scenario="prompt_switch")
+    old, new = (parse_prompt(p) for _, p in clip.segments)
+    assert old.shape != new.shape  # this seed switches the shape
+    good = video_metrics(clip.frames, clip.segments, 16, probe)["switches"][0]
+    assert good["within_limit"] and good["response_s"] <= 0.25 and good["background_survived"]
+    ignored = render_clip(clip.segments[0][1], 6, seed=4, size=SIZE).frames  # the old prompt throughout
+    late = video_metrics(ignored, clip.segments, 16, probe)["switches"][0]
+    assert not late["within_limit"] and late["response_s"] == float("inf")
+    other = render_clip("a red circle moving right on a gray background", 6, seed=9, size=SIZE)
+    lost = video_metrics(C.background_replaced(clip, other, clip.switch_frames[0]), clip.segments, 16, probe)
+    assert lost["switches"][0]["background_survived"] is False
+
+
+def test_revisit_consistency_catches_a_forgetful_memory(probe):
+    clip = render_clip("a green triangle standing still on a purple background", 6, seed=3, size=SIZE,
+                       scenario="pan_and_return")
+    assert np.array_equal(C.forgetful(clip, 10 ** 6, 99), clip.frames)  # an unbounded memory forgets nothing
+    clean = scalars(clip.frames, clip, probe)
+    forgot = scalars(C.forgetful(clip, 16, 99), clip, probe)  # a 1 s memory re-invents the start view
+    assert clean["revisits"] > 0 and forgot["revisits"] > 0
+    assert clean["revisit_mae"] <= 0.005 and forgot["revisit_mae"] >= 0.02
+    plain = scalars(render_clip("a green triangle standing still on a purple background", 3, seed=3, size=SIZE).frames,
+                    clip, probe)
+    assert plain["revisits"] == 0 and np.isnan(plain["revisit_mae"])  # no camera return, no revisit
+
+
+def test_metrics_reject_bad_input(probe):
+    clip = render_clip("a red circle moving right on a gray background", 1, seed=0, size=SIZE)
+    with pytest.raises(ValueError, match="uint8 frames"):
+        video_metrics(clip.frames.astype(np.float32), clip.segments, 16, probe)
+    with pytest.raises(ValueError, match="start at 0"):
+        video_metrics(clip.frames, [(1.0, clip.prompt)], 16, probe)
+
+
+# ---------------------------------------------------------------- aggregation and harness
+
+def test_bootstrap_ci_and_paired_difference():
+    rng = np.random.default_rng(0)
+    stat = bootstrap_mean(list(rng.normal(1.0, 0.1, 40)) + [float("nan")])
+    assert stat["n"] == 40 and stat["lo"] < stat["mean"] < stat["hi"] and stat["hi"] - stat["lo"] < 0.1
+
+    def videos(values):
+        return {f"v{i}": {"job": {"split": "heldout"}, "scalars": {"drift_end": v}} for i, v in enumerate(values)}
+
+    base = rng.uniform(0.02, 0.2, 20)
+    table = aggregate({"hybrid": videos(base - 0.01), "window": videos(base), "sink": videos(base)},
+                      [("hybrid", "window"), ("sink", "window")], samples=500)
+    drift = table["background drift, last 10 s (MAE)"]
+    assert drift["hybrid - window"]["hi"] < 0  # paired: a constant improvement is significant ...
+    assert drift["hybrid"]["lo"] < drift["window"]["mean"]  # ... though the unpaired CIs overlap
+    assert drift["sink - window"]["lo"] == drift["sink - window"]["hi"] == 0
+
+
+def test_systems_and_jobs():
+    assert parse_system("hybrid", "tiny") == parse_system("hybrid=tiny:hybrid", "x")
+    s = parse_system("ours=runs/a/:window", "tiny")
+    assert (s.label, s.model, s.memory) == ("ours", "runs/a/", "window")
+    with pytest.raises(ConfigError, match="unknown memory mode 'lstm'"):
+        parse_system("tiny:lstm", "tiny")
+    assert parse_system("renderer", "tiny") == parse_system("renderer=renderer", "x")
+    with pytest.raises(ConfigError, match="VAE folder 'nowhere' not found"):
+        parse_system("vae:nowhere", "tiny")
+    jobs = make_jobs(6, 8, ("prompt_switch", "wraparound", "pan_and_return"), seed=1000)
+    assert jobs == make_jobs(6, 8, ("prompt_switch", "wraparound", "pan_and_return"), seed=1000)
+    assert [j.scenario for j in jobs[:3]] == ["prompt_switch", "wraparound", "pan_and_return"]
+    for j in jobs:
+        held = [is_held_out(*parse_prompt(p).combo) for _, p in j.segments]
+        assert all(held) if j.split == "heldout" else not any(held)
+        assert (len(j.segments) == 2) == (j.scenario == "prompt_switch")
+    assert {parse_prompt(j.segments[0][1]).combo for j in jobs if j.split == "heldout"} <= set(HELD_OUT_COMBOS)
+    assert make_jobs(1, 2, ("wraparound",))[0].scenario == "plain"  # too short to wrap
+
+
+def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path):
+    out = tmp_path / "eval"
+    argv = ["eval-world", "--world-model", "test", "--systems", "hybrid", "window", "renderer", "--videos", "2",
+            "--seconds", "1.5", "--scenarios", "long_static", "prompt_switch", "--out-dir", str(out),
+            "--bootstrap", "100", "--no-progress"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["videos"]) == {"hybrid", "window", "renderer"} and len(results["videos"]["hybrid"]) == 2
+    perfect = results["table"]["colour adherence, whole video"]["renderer"]
+    assert perfect["n"] == 2 and perfect["mean"] == 1.0  # the reference system: the world's own videos
+    assert results["table"]["background drift, last 10 s (MAE)"]["renderer"]["mean"] == 0.0
+    video = next(iter(results["videos"]["hybrid"].values()))
+    assert video["trained"] is False and len(video["curves"]["t"]) == 1
+    table = (out / "table.md").read_text()
+    assert "hybrid - window" in table and "Untrained" in table
+    assert (out / "curves.png").stat().st_size > 1000
+    cached = sorted((out / "videos" / "hybrid").glob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    assert main(argv) == 0  # resumed: every video's metrics come from the cache
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    assert main(["eval-world", "--systems", "tiny:lstm", "--out-dir", str(out)]) == 2
+
+
+def test_world_args_join_another_eval_parser():
+    import argparse
+
+    from videossm.eval.world import add_world_args, run_from_args
+
+    parser = argparse.ArgumentParser()  # like issue 8's `eval`, which owns --device and dispatches --world
+    parser.add_argument("videos", nargs="*", metavar="VIDEO")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--world", action="store_true")
+    add_world_args(parser)
+    args = parser.parse_args(["--world", "--videos", "3", "--systems", "hybrid", "window", "--seconds", "30"])
+    assert (args.device, args.world_videos, args.systems, args.seconds) == ("cpu", 3, ["hybrid", "window"], 30.0)
+    assert args.videos == []  # the eval parser's own VIDEO files are untouched
+    assert callable(run_from_args)

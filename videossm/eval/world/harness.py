@@ -1,0 +1,321 @@
+"""The world-metric table: generate videos for each system, measure them, aggregate with bootstrap CIs.
+
+    python -m videossm eval-world --systems hybrid=tiny:hybrid sink=tiny:sink window=tiny:window \
+        --videos 16 --seconds 60 --out-dir runs/world_eval
+
+A *system* is a model (checkpoint folder or preset) under one memory mode: `LABEL=MODEL:MEMORY`,
+`MODEL:MEMORY`, or just `MEMORY` (model from --world-model). Two reference systems bound the table:
+`renderer` (the world's perfect video of each job: the metrics' ceiling) and `vae:VAE_DIR` (that video
+encoded and decoded by a VAE: the ceiling of any generator decoded by it). Every system generates the same *jobs*: job i
+has a generation seed (`--seed` + i, beyond any training seed), a scenario (cycling over
+`--scenarios`), a split (held-out combinations for even i, train for odd) and the timeline the
+renderer makes for that scenario (for `prompt_switch`, one switch at mid-video). So systems are
+compared on paired videos, and the difference hybrid - window is bootstrapped over the pairs.
+
+Resumable: each video's metrics are written to `OUT/videos/LABEL/JOB.json` as soon as they are
+measured (atomically); a rerun skips what exists. Outputs: `OUT/results.json` (every video's metrics
+and the aggregates), `OUT/table.md`, `OUT/curves.png` (metric vs time, mean per system).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from ...config import MEMORY_MODES, ConfigError
+from ...world import SCENARIOS, render_clip, sample_spec, split_of
+from ...world.scenarios import WRAPPING_MOTIONS
+from .cli import DEFAULT_SCENARIOS
+from .metrics import WorldMetricConfig, video_metrics
+from .probe import load_probe
+
+logger = logging.getLogger(__name__)
+
+# (row label, scalar key, which jobs, higher is better)
+TABLE_ROWS = (
+    ("colour adherence, first 10 s, held-out", "color_adherence_10s", "heldout", True),
+    ("colour adherence, first 10 s, train", "color_adherence_10s", "train", True),
+    ("shape adherence, first 10 s, held-out", "shape_adherence_10s", "heldout", True),
+    ("shape adherence, first 10 s, train", "shape_adherence_10s", "train", True),
+    ("direction adherence, first 10 s, held-out", "direction_adherence_10s", "heldout", True),
+    ("direction adherence, first 10 s, train", "direction_adherence_10s", "train", True),
+    ("colour adherence, whole video", "color_adherence", "all", True),
+    ("object presence, whole video", "presence", "all", True),
+    ("switch: new attribute within 1 s", "switch_within_limit", "all", True),
+    ("switch: response time (s), if it responded", "switch_response_s", "all", False),
+    ("switch: background survived", "switch_background_survived", "all", True),
+    ("background drift, last 10 s (MAE)", "drift_end", "all", False),
+    ("revisit inconsistency (MAE)", "revisit_mae", "all", False),
+    ("revisits found (frames)", "revisits", "all", True),
+    ("dynamics: moving fraction", "moving_fraction", "all", True),
+    ("dynamics: longest freeze (s)", "max_frozen_s", "all", False),
+    ("flicker (VBench)", "flicker", "all", True),
+)
+CURVES = ("color_adherence", "shape_adherence", "direction_adherence", "presence", "moving_fraction", "drift",
+          "flicker")
+
+
+@dataclass(frozen=True)
+class System:
+    label: str
+    model: str
+    memory: str
+
+
+REFERENCE_SIZE = 128  # frame size of the reference systems' videos (the shipped default)
+
+
+def parse_system(text: str, default_model: str) -> System:
+    """`LABEL=MODEL:MEMORY`, `MODEL:MEMORY` or `MEMORY`; or a reference system: `renderer` (the world's own
+    perfect video of each job: the metrics' ceiling) or `vae:VAE_DIR` (that video through a diffusers
+    AutoencoderKLWan folder and back: the ceiling a generator decoded by that VAE can reach)."""
+    label, _, spec = text.rpartition("=")
+    if spec == "renderer" or spec.startswith("vae:"):
+        kind, _, path = spec.partition(":")
+        if kind == "vae" and not os.path.isdir(path):
+            raise ConfigError(f"system {text!r}: VAE folder {path!r} not found")
+        return System(label or kind, path or "renderer", kind)
+    model, _, memory = spec.rpartition(":")
+    model = model or default_model
+    if memory not in MEMORY_MODES:
+        raise ConfigError(f"system {text!r}: unknown memory mode {memory!r}; accepted: {', '.join(MEMORY_MODES)} "
+                          f"(write LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY; or renderer, vae:VAE_DIR)")
+    label = label or (memory if model == default_model else f"{os.path.basename(model.rstrip('/'))}:{memory}")
+    return System(label, model, memory)
+
+
+class ReferenceVideos:
+    """The `renderer` and `vae:DIR` systems: the world's own video of a job, optionally VAE round-tripped."""
+
+    trained = True
+
+    def __init__(self, system: System, device: str = "auto"):
+        self.system, self.vae = system, None
+        if system.memory == "vae":
+            import torch
+            from diffusers import AutoencoderKLWan
+
+            from ...pipeline import resolve_device
+
+            self.vae = AutoencoderKLWan.from_pretrained(system.model).to(resolve_device(device)).eval()
+            self.torch = torch
+
+    def generate(self, job: "VideoJob", seconds: float, fps: int = 16) -> tuple[np.ndarray, dict]:
+        clip = render_clip(job.segments[0][1], seconds, job.seed, REFERENCE_SIZE, fps, job.scenario)
+        if tuple((float(t), p) for t, p in clip.segments) != job.segments:  # e.g. other --seconds than the jobs'
+            raise ConfigError(f"job {job.name}: the renderer's timeline {clip.segments} is not the job's {job.segments}")
+        frames = clip.frames
+        if self.vae is not None:
+            from ...train.vae import reconstruct
+
+            with self.torch.no_grad():
+                frames = reconstruct(self.vae, frames)
+        return frames, {"fps": None}
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    index: int
+    seed: int
+    scenario: str
+    split: str
+    segments: tuple[tuple[float, str], ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:03d}-{self.scenario}-{self.split}-seed{self.seed}"
+
+    def timeline(self, fps: int) -> dict:
+        return {"fps": fps, "segments": [{"start": s, "prompt": p} for s, p in self.segments]}
+
+
+def make_jobs(videos: int, seconds: float, scenarios=DEFAULT_SCENARIOS, seed: int = 1000, fps: int = 16) -> list[VideoJob]:
+    """The evaluation videos: scenario i % len(scenarios), held-out combos for even i, seeds seed + i."""
+    for s in scenarios:
+        if s not in SCENARIOS:
+            raise ConfigError(f"unknown scenario {s!r}; accepted: {', '.join(SCENARIOS)}")
+    jobs = []
+    for i in range(videos):
+        scenario = scenarios[i % len(scenarios)]
+        split = "heldout" if i % 2 == 0 else "train"
+        rng = np.random.default_rng([seed, i])
+        spec = sample_spec(rng, split, **({"motions": WRAPPING_MOTIONS} if scenario == "wraparound" else {}))
+        try:  # the renderer makes the scenario's timeline (e.g. the switch), as the `renderer` system renders it
+            clip = render_clip(spec, seconds, seed + i, size=REFERENCE_SIZE, fps=fps, scenario=scenario)
+        except ValueError:  # too short for this scenario (wraparound needs ~5 s): a plain video instead
+            scenario, clip = "plain", render_clip(spec, seconds, seed + i, size=REFERENCE_SIZE, fps=fps)
+        jobs.append(VideoJob(i, seed + i, scenario, split, tuple((float(s), p) for s, p in clip.segments)))
+    return jobs
+
+
+def bootstrap_mean(values, samples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean and percentile bootstrap CI of the finite values."""
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    if not len(v):
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(samples, len(v)))].mean(1)
+    a = (1 - level) / 2
+    return {"mean": float(v.mean()), "lo": float(np.quantile(means, a)), "hi": float(np.quantile(means, 1 - a)),
+            "n": int(len(v))}
+
+
+def _write_json(path: str, data) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, default=lambda o: None)
+    os.replace(tmp, path)
+
+
+def _clean(value):
+    """JSON-safe: inf/nan -> None (recursively)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir: str, probe, config: WorldMetricConfig,
+                   device: str = "auto", save_videos: bool = False, progress: bool = True) -> dict[str, dict]:
+    """Generate and measure every job for one system; cached per video under out_dir/videos/LABEL/."""
+    from ...pipeline import VideoSSMPipeline
+
+    folder = os.path.join(out_dir, "videos", system.label.replace("/", "_"))
+    results, pipe = {}, None
+    bar = tqdm(jobs, desc=f"{system.label}", disable=not progress, dynamic_ncols=True)
+    for job in bar:
+        path = os.path.join(folder, f"{job.name}.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                results[job.name] = json.load(f)
+            continue
+        if pipe is None and system.memory in ("renderer", "vae"):
+            pipe = ReferenceVideos(system, device)
+        if pipe is None:
+            pipe = VideoSSMPipeline.from_pretrained(system.model, device=device, memory=system.memory)
+        if isinstance(pipe, ReferenceVideos):
+            fps = 16
+            frames, stats = pipe.generate(job, seconds, fps)
+        else:
+            fps = pipe.model_config.fps
+            frames, stats = pipe.generate(job.timeline(fps), seconds, seed=job.seed)
+        metrics = video_metrics(frames, job.segments, fps, probe, config)
+        record = _clean({"job": asdict(job), "system": asdict(system), "trained": pipe.trained,
+                         "gen_fps": stats["fps"], **metrics})
+        if save_videos:
+            from ...video.mp4 import Mp4Writer
+
+            writer = Mp4Writer(os.path.join(folder, f"{job.name}.mp4"), fps=fps)
+            writer.write(frames)
+            writer.close()
+        _write_json(path, record)
+        results[job.name] = record
+    return results
+
+
+def aggregate(per_system: dict[str, dict[str, dict]], compare: list[tuple[str, str]], samples: int = 2000) -> dict:
+    """Per system and table row: bootstrap mean + CI; per compared pair: the paired difference's CI."""
+    table = {}
+    for row, key, split, _ in TABLE_ROWS:
+        entry = {}
+        for label, videos in per_system.items():
+            values = [_num(v["scalars"].get(key)) for v in videos.values() if split in ("all", v["job"]["split"])]
+            entry[label] = bootstrap_mean(values, samples)
+        for a, b in compare:
+            if a in per_system and b in per_system:
+                shared = [n for n in per_system[a] if n in per_system[b]
+                          and split in ("all", per_system[a][n]["job"]["split"])]
+                diffs = [_num(per_system[a][n]["scalars"].get(key)) - _num(per_system[b][n]["scalars"].get(key))
+                         for n in shared]
+                entry[f"{a} - {b}"] = bootstrap_mean(diffs, samples)
+        table[row] = entry
+    return table
+
+
+def _cell(stat: dict, digits: int = 3) -> str:
+    if not stat["n"]:
+        return "n/a"
+    return f"{stat['mean']:.{digits}f} [{stat['lo']:.{digits}f}, {stat['hi']:.{digits}f}] ({stat['n']})"
+
+
+def markdown_table(table: dict, columns: list[str], title: str) -> str:
+    lines = [f"### {title}", "", "| metric | " + " | ".join(columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for row, entry in table.items():
+        lines.append(f"| {row} | " + " | ".join(_cell(entry[c]) if c in entry else "n/a" for c in columns) + " |")
+    lines += ["", "Mean [95% bootstrap CI] (videos). Higher is better except response time, drift, revisit "
+              "inconsistency and freeze. A difference column is paired over the same videos; its CI excluding 0 "
+              "is a significant difference. n/a: no video had that event (e.g. no camera revisit, no switch)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(per_system: dict[str, dict[str, dict]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(CURVES), 1, figsize=(7, 1.9 * len(CURVES)), sharex=True, squeeze=False)
+    for ax, name in zip(axes[:, 0], CURVES):
+        for label, videos in per_system.items():
+            curves = [v["curves"] for v in videos.values()]
+            if not curves:
+                continue
+            length = max(len(c["t"]) for c in curves)
+            t = next(c["t"] for c in curves if len(c["t"]) == length)
+            stack = np.full((len(curves), length), np.nan)
+            for k, c in enumerate(curves):
+                stack[k, :len(c[name])] = [_num(v) for v in c[name]]
+            with warnings.catch_warnings():  # windows no video measured stay NaN (gaps in the line)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(stack, 0)
+            ax.plot(t, mean, marker=".", label=label)
+        ax.set_ylabel(name.replace("_", " "), fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    axes[-1, 0].set_xlabel("seconds into the video (window start)")
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run_world_eval(systems: list[System], jobs: list[VideoJob], seconds: float, out_dir: str, probe_dir: str | None = None,
+                   device: str = "auto", save_videos: bool = False, samples: int = 2000, progress: bool = True,
+                   config: WorldMetricConfig = WorldMetricConfig()) -> dict:
+    probe = load_probe(probe_dir)
+    per_system = {s.label: measure_system(s, jobs, seconds, out_dir, probe, config, device, save_videos, progress)
+                  for s in systems}
+    labels = [s.label for s in systems]
+    compare = [(a, b) for a, b in (("hybrid", "window"), ("hybrid", "sink")) if a in labels and b in labels]
+    table = aggregate(per_system, compare, samples)
+    columns = labels + [f"{a} - {b}" for a, b in compare]
+    untrained = sorted({v["system"]["label"] for vids in per_system.values() for v in vids.values() if not v["trained"]})
+    title = f"World metrics: {len(jobs)} videos x {seconds:g} s per system"
+    md = markdown_table(table, columns, title)
+    if untrained:
+        md += f"\nUntrained systems (fresh weights, values are meaningless): {', '.join(untrained)}.\n"
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(md)
+    plot_curves(per_system, os.path.join(out_dir, "curves.png"))
+    results = {"systems": [asdict(s) for s in systems], "jobs": [asdict(j) for j in jobs], "seconds": seconds,
+               "table": table, "videos": per_system, "config": asdict(config)}
+    _write_json(os.path.join(out_dir, "results.json"), _clean(results))
+    return results
