@@ -211,3 +211,30 @@ def test_app_in_file_mode_applies_edits_through_the_file(served_file_mode):
     block = stats["prompt_switches"][0]["block"]
     assert starts[block] >= switch_at > starts[block - 1]  # the first block starting at or after the switch
     assert os.listdir(edit_dir) == []  # the channel file goes with the stream
+
+
+def test_zerogpu_mode_is_detected_and_configured(monkeypatch):
+    import importlib.util
+    import sys
+
+    from videossm.config import ConfigError
+    from videossm.ui import AppConfig
+    from videossm.ui.zerogpu import zerogpu_enabled
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import app as app_main
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert not zerogpu_enabled()
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert zerogpu_enabled() == (importlib.util.find_spec("spaces") is not None)  # never without `spaces`
+    config = app_main.app_config(app_main.parse_args(["--model", "test"]), zerogpu=True)
+    assert (config.zerogpu, config.edit_channel, config.warmup) == (True, "file", False)
+    assert config.queue_max_size == AppConfig.queue_max_size  # explicit (ZeroGPU's default would be 1)
+    with pytest.raises(ConfigError, match="edit_channel='file'"):
+        AppConfig(zerogpu=True).validate()
+    with pytest.raises(ConfigError, match="'pipe'"):
+        AppConfig(edit_channel="pipe").validate()
+    monkeypatch.delenv("VIDEOSSM_HOST", raising=False)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # what a Space sets
+    assert app_main.parse_args([]).host == "0.0.0.0"

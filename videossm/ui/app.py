@@ -323,6 +323,18 @@ def build_app(pool: WorkerPool, config: AppConfig | None = None, extra_tabs: Seq
             return examples[name], min(cfg.max_seconds, max(current_seconds, math.ceil(last_start) + 4))
 
         example.input(pick_example, [example, seconds], [widget, seconds], api_name=False, show_progress="hidden")
+
+        parsed_examples = {name: Timeline.from_json(text) for name, text in examples.items()}
+
+        def follow_timeline(value: str):
+            """The Example menu names the example the timeline still equals, and goes blank once it is edited."""
+            try:
+                current = Timeline.from_json(value)
+            except TimelineError:
+                return gr.skip()
+            return gr.update(value=next((n for n, t in parsed_examples.items() if t == current), None))
+
+        widget.change(follow_timeline, [widget], [example], api_name=False, show_progress="hidden", queue=False)
         demo.unload(app.unload)
     demo.queue(max_size=cfg.queue_max_size, default_concurrency_limit=cfg.concurrency_per_worker)
     return demo
