@@ -238,3 +238,20 @@ def test_zerogpu_mode_is_detected_and_configured(monkeypatch):
     monkeypatch.delenv("VIDEOSSM_HOST", raising=False)
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # what a Space sets
     assert app_main.parse_args([]).host == "0.0.0.0"
+
+
+def test_space_metadata():
+    """The README opens with the Space's YAML header, pinned to the gradio this project installs."""
+    import gradio
+    import yaml
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__ and meta["app_file"] == "app.py"
+    assert f"gradio=={meta['sdk_version']}" in open(os.path.join(root, "requirements.txt")).read()
+    assert {"title", "emoji", "python_version", "suggested_hardware"} <= set(meta)
+    assert os.path.exists(os.path.join(root, meta["app_file"]))
+    assert "ffmpeg" in open(os.path.join(root, "packages.txt")).read().split()
+    assert text.split("---\n", 2)[2].lstrip().startswith("# VideoSSM")  # the page itself starts right after
