@@ -4,9 +4,14 @@ Options fall back to the environment, then to defaults:
   --model   VIDEOSSM_MODEL    preset names or checkpoint folders, comma-separated; the first is the default
                               (default: videossm.ui.config.DEFAULT_MODEL, today the embedded UNTRAINED "tiny")
   --device  VIDEOSSM_DEVICE   auto (every GPU, one worker each; else CPU), cpu, cuda:1, or a comma list
-  --host    VIDEOSSM_HOST     interface to listen on (default 127.0.0.1; use 0.0.0.0 on a Space or in a container)
+  --host    VIDEOSSM_HOST or GRADIO_SERVER_NAME  interface to listen on (default 127.0.0.1; a Space sets
+                              GRADIO_SERVER_NAME=0.0.0.0; use 0.0.0.0 in a container)
   --port    VIDEOSSM_PORT or GRADIO_SERVER_PORT (default 7860)
   --max-seconds VIDEOSSM_MAX_SECONDS  cap on one generation's length (default 60)
+
+On a ZeroGPU Space (`spaces` installed and SPACES_ZERO_GPU set) the generating function runs under
+`@spaces.GPU` in ZeroGPU's worker process and timeline edits reach it through a per-stream file
+(videossm/ui/zerogpu.py); nothing to configure.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"(env VIDEOSSM_MODEL; default: {DEFAULT_MODEL})")
     parser.add_argument("--device", default=os.environ.get("VIDEOSSM_DEVICE", "auto"),
                         help="auto (one worker per GPU, else CPU), cpu, cuda:0,cuda:1, ... (env VIDEOSSM_DEVICE)")
-    parser.add_argument("--host", default=os.environ.get("VIDEOSSM_HOST", "127.0.0.1"),
-                        help="interface to listen on (env VIDEOSSM_HOST; default 127.0.0.1; a Space needs 0.0.0.0)")
+    parser.add_argument("--host", default=os.environ.get("VIDEOSSM_HOST")
+                        or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+                        help="interface to listen on (env VIDEOSSM_HOST or GRADIO_SERVER_NAME, which a Space sets to "
+                             "0.0.0.0; default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=_env_port(),
                         help="port (env VIDEOSSM_PORT or GRADIO_SERVER_PORT; default 7860)")
     parser.add_argument("--max-seconds", type=float, default=float(os.environ.get("VIDEOSSM_MAX_SECONDS",
@@ -45,10 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def app_config(args: argparse.Namespace) -> AppConfig:
+def app_config(args: argparse.Namespace, zerogpu: bool = False) -> AppConfig:
+    """The app's limits from the options. On ZeroGPU: generation under @spaces.GPU, edits through the file
+    channel, no warm-up (CUDA exists only inside the GPU function there)."""
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
     return AppConfig(models=split(args.model), devices=split(args.device), max_seconds=args.max_seconds,
-                     default_seconds=min(AppConfig.default_seconds, args.max_seconds)).validate()
+                     default_seconds=min(AppConfig.default_seconds, args.max_seconds), zerogpu=zerogpu,
+                     edit_channel="file" if zerogpu else "memory", warmup=not zerogpu).validate()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,11 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+    from videossm.ui.zerogpu import zerogpu_enabled
+
+    zerogpu = zerogpu_enabled()  # imports `spaces` first when on ZeroGPU (before anything touches CUDA)
+
     from videossm.config import ConfigError
     from videossm.ui import WorkerPool, build_app
 
     try:
-        pool = WorkerPool(app_config(args))  # every model loads once per device and warms up, before serving
+        pool = WorkerPool(app_config(args, zerogpu))  # every model loads once per device and warms up, before serving
     except ConfigError as e:
         sys.exit(f"error: {e}")
     for worker in pool.workers:

@@ -73,7 +73,7 @@ def main() -> None:
     for s in stats:
         speed = s["frames"] / 16 / sum(b["seconds"] for b in s["per_block"])
         print(json.dumps({"speed_x_realtime": round(speed, 2), "first_frame_s": round(s["first_frame_s"], 3),
-                          "release_wall_s": round(s["release_wall_s"], 3), "preroll_s": s["preroll_s"],
+                          "release_wall_s": round(s["release_wall_s"], 3), "preroll_s": s["preroll_s"], "rebuffers": s["rebuffers"],
                           "encode_ms_mean": round(s["encode_ms_mean"], 1), "lead_wait_s": round(s["lead_wait_s"], 2)}))
 
 

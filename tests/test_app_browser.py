@@ -58,10 +58,14 @@ def test_browser_generate_plays_and_timeline_edits():
             page.wait_for_function("() => (document.querySelector('#timeline-widget .vt-readout') || {textContent: ''})"
                                    ".textContent.includes('of 6 s')", timeout=15_000)
             # Start from one segment (the example may have several): Import a one-segment timeline.
+            example_box = page.locator("#example input")
+            assert example_box.input_value()  # the page opens on an example
             widget.locator(".vt-json").fill(json.dumps(
                 {"fps": 16, "segments": [{"start": 0, "prompt": "a red circle moving right on a gray background"}]}))
             widget.locator(".vt-import").click()
             assert widget.locator(".vt-seg").count() == 1, segments_before
+            # The Example menu follows the timeline: an imported timeline is no example, so it goes blank.
+            page.wait_for_function("() => document.querySelector('#example input').value === ''", timeout=15_000)
             # Add a segment (it lands halfway through the free time), then edit its prompt.
             widget.locator(".vt-add").click()
             assert widget.locator(".vt-seg").count() == 2

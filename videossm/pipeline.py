@@ -86,6 +86,14 @@ class StreamStats:
         return out
 
 
+def stream_length(seconds: float, fps: int, model_config: ModelConfig, stream_config: StreamConfig
+                  ) -> tuple[int, int]:
+    """(pixel frames, blocks) of a `seconds`-long stream."""
+    total_frames = max(1, round(seconds * fps))
+    latent_total = latent_frames_for(total_frames, model_config.vae_scale_temporal)
+    return total_frames, math.ceil(latent_total / stream_config.block_frames)
+
+
 class StreamHandle:
     """One running stream: iterate it for chunks; edit `timeline` from anywhere; `cancel()` to stop."""
 
@@ -96,9 +104,8 @@ class StreamHandle:
         self.seed = seed
         self.generator = generator
         self.fps = timeline.fps
-        self.total_frames = max(1, round(seconds * self.fps))
-        latent_total = latent_frames_for(self.total_frames, pipe.model_config.vae_scale_temporal)
-        self.num_blocks = math.ceil(latent_total / generator.stream_config.block_frames)
+        self.total_frames, self.num_blocks = stream_length(seconds, self.fps, pipe.model_config,
+                                                          generator.stream_config)
         self.timeline = LiveTimeline(timeline, max_seconds=seconds)
         self._cancel = threading.Event()
         self.decode = decode and pipe.decoder is not None
@@ -108,6 +115,10 @@ class StreamHandle:
             self.state.trace = []
         self._stats = StreamStats()
         self._iterated = False
+
+    @property
+    def memory(self) -> str:
+        return self.generator.stream_config.memory
 
     def cancel(self) -> None:
         self._cancel.set()

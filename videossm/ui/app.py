@@ -11,6 +11,7 @@ stream in place (effective at its next block); `/stop` cancels the session's str
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import html
 import json
@@ -30,6 +31,7 @@ from .config import AppConfig
 from .player import StreamEvent, StreamRun
 from .serving import Sessions, WorkerPool
 from .timeline_widget import from_rows, timeline_table, timeline_widget, to_json, to_rows
+from .zerogpu import RemoteStream, gpu_stream, on_gpu, register_pool
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,21 @@ class App:
         self.pool = pool
         self.config = (config or pool.config).validate()
         self.sessions = Sessions(self.config.max_streams_per_session)
+        # edit_channel="file": generation goes through `gpu_stream` (on ZeroGPU, in its GPU worker).
+        self.pool_key = register_pool(pool) if self.config.edit_channel == "file" else None
+        self.gpu_stream = gpu_stream
+        if self.config.zerogpu:
+            self.gpu_stream = on_gpu(gpu_stream, self.config.gpu_duration_s)
+
+    def open_stream(self, model: str, timeline: Timeline, seconds: float, seed: int, memory: str):
+        """(context, handle): a StreamHandle on the least busy worker, or with edit_channel="file" a
+        RemoteStream whose generating function acquires the worker itself."""
+        if self.pool_key is not None:
+            pipe = self.pool.pipeline(model)
+            stream = RemoteStream(pipe, self.gpu_stream, self.pool_key, model, timeline, seconds, seed, memory,
+                                  self.config.edit_dir)
+            return contextlib.nullcontext(pipe), stream
+        return self.pool.acquire(model), None
 
     # ---- checks (each refusal names the limit)
     def check_seconds(self, seconds: Any) -> float:
@@ -103,7 +120,9 @@ class App:
         elif event.done:
             state = "**Done.**"
         elif not event.released:
-            state = f"Pre-roll: holding {video_s:.2f} s of {event.preroll_s:.2f} s (generation is slower than real time)"
+            what = "Re-buffering" if run is not None and run.clock.started else "Pre-roll"
+            state = (f"{what}: holding {video_s:.2f} s, {event.preroll_s:.2f} s needed ahead of the viewer "
+                     f"(generation is {event.speed:.2f}x real time)")
         else:
             state = f"Streaming block {event.block_index + 1}/{handle.num_blocks}"
         speed = video_s / compute_s if compute_s else 0.0
@@ -117,7 +136,7 @@ class App:
             r = run.stats.as_dict()
             lines.append(f"- encoding (off the generation thread): {r['encode_ms_mean']:.0f} ms per segment"
                          + (f"; pre-roll {r['preroll_s']:.2f} s" if r["preroll_s"] else ""))
-        lines.append(f"- model: {pipe.name}, device: {pipe.device}, memory: {handle.generator.stream_config.memory}, "
+        lines.append(f"- model: {pipe.name}, device: {pipe.device}, memory: {handle.memory}, "
                      f"seed: {handle.seed}")
         if not pipe.trained:
             lines.append("- model is UNTRAINED: this video is noise from random weights")
@@ -143,11 +162,18 @@ class App:
             raise gr.Error(f"this session already runs {self.config.max_streams_per_session} stream(s) (the limit); "
                            "press Stop or wait for it to finish")
         run_dir = tempfile.mkdtemp(prefix="videossm-")  # random name: nothing about the request leaks into URLs
-        with self.pool.acquire(model) as pipe:
+        try:
+            context, remote = self.open_stream(model, timeline, seconds, int(seed), memory)
+        except USER_ERRORS as e:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise gr.Error(str(e)) from e
+        with context as pipe:
             try:
-                handle = pipe.stream(timeline, seconds=seconds, seed=int(seed), memory=memory)
+                handle = remote or pipe.stream(timeline, seconds=seconds, seed=int(seed), memory=memory)
                 self.sessions.add(session_id, handle)
             except USER_ERRORS as e:
+                if remote is not None:
+                    remote.channel.close()
                 shutil.rmtree(run_dir, ignore_errors=True)
                 raise gr.Error(str(e)) from e
             run = StreamRun(handle, run_dir, self.config)
@@ -297,6 +323,18 @@ def build_app(pool: WorkerPool, config: AppConfig | None = None, extra_tabs: Seq
             return examples[name], min(cfg.max_seconds, max(current_seconds, math.ceil(last_start) + 4))
 
         example.input(pick_example, [example, seconds], [widget, seconds], api_name=False, show_progress="hidden")
+
+        parsed_examples = {name: Timeline.from_json(text) for name, text in examples.items()}
+
+        def follow_timeline(value: str):
+            """The Example menu names the example the timeline still equals, and goes blank once it is edited."""
+            try:
+                current = Timeline.from_json(value)
+            except TimelineError:
+                return gr.skip()
+            return gr.update(value=next((n for n, t in parsed_examples.items() if t == current), None))
+
+        widget.change(follow_timeline, [widget], [example], api_name=False, show_progress="hidden", queue=False)
         demo.unload(app.unload)
     demo.queue(max_size=cfg.queue_max_size, default_concurrency_limit=cfg.concurrency_per_worker)
     return demo

@@ -13,6 +13,7 @@ from ..config import ConfigError
 # The model `python app.py` serves when neither --model nor VIDEOSSM_MODEL is given.
 # "tiny" is an UNTRAINED preset (random weights); point this at the shipped checkpoint folder once it exists.
 DEFAULT_MODEL = "tiny"
+EDIT_CHANNELS = ("memory", "file")
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,18 @@ class AppConfig:
     concurrency_per_worker: int = 2  # streams one worker (one GPU, or the CPU) runs at once
     # Streaming.
     max_lead_seconds: float | None = 3.0  # generation pauses when this far ahead of the viewer (None: never)
-    preroll_margin: float = 1.15  # hold back T * (1 - speed) * margin seconds when slower than real time
+    preroll_margin: float = 1.15  # buffer remaining * (1/speed - 1) * margin ahead of the viewer when slower
+    speed_window_blocks: int = 4  # the speed that decides pre-roll is measured over this many recent blocks
     chunk_queue_blocks: int = 4  # generated blocks waiting for the encoder before generation waits
     warmup: bool = True  # run one short stream per worker and model before serving
+    # Where generation runs and how timeline edits reach it (see videossm/ui/zerogpu.py):
+    #   "memory": in this process; edits mutate the stream's LiveTimeline in place.
+    #   "file":   through `gpu_stream`, which reads edits from a per-stream file at each block boundary
+    #             (ZeroGPU runs it in another process; without ZeroGPU it runs here, same channel).
+    edit_channel: str = "memory"
+    edit_dir: str | None = None  # folder for the edit-channel files (None: the system temp folder)
+    zerogpu: bool = False  # wrap the generating function with @spaces.GPU (needs edit_channel="file")
+    gpu_duration_s: int = 120  # @spaces.GPU(duration=...): the longest one stream may hold the GPU
 
     def validate(self) -> "AppConfig":
         if not self.models:
@@ -45,11 +55,18 @@ class AppConfig:
             raise ConfigError(f"default_seconds must be in (0, max_seconds={self.max_seconds:g}], "
                               f"got {self.default_seconds:g}")
         for name in ("max_prompt_chars", "max_segments", "max_streams_per_session", "queue_max_size",
-                     "concurrency_per_worker", "chunk_queue_blocks"):
+                     "concurrency_per_worker", "chunk_queue_blocks", "speed_window_blocks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"AppConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_lead_seconds is not None and not self.max_lead_seconds > 0:
             raise ConfigError(f"max_lead_seconds must be > 0 or None, got {self.max_lead_seconds}")
+        if self.edit_channel not in EDIT_CHANNELS:
+            raise ConfigError(f"edit_channel must be one of {', '.join(EDIT_CHANNELS)}, got {self.edit_channel!r}")
+        if self.zerogpu and self.edit_channel != "file":
+            raise ConfigError("zerogpu=True runs generation in another process, so it needs edit_channel='file', "
+                              f"got {self.edit_channel!r}")
+        if self.gpu_duration_s < 1:
+            raise ConfigError(f"gpu_duration_s must be >= 1 second, got {self.gpu_duration_s}")
         if not self.preroll_margin >= 1:
             raise ConfigError(f"preroll_margin must be >= 1, got {self.preroll_margin}")
         return self
