@@ -49,7 +49,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                                                    AppConfig.max_seconds)),
                         help=f"longest video one request may ask for (env VIDEOSSM_MAX_SECONDS; "
                              f"default {AppConfig.max_seconds:g})")
+    parser.add_argument("--study", default=os.environ.get("VIDEOSSM_STUDY", "study"),
+                        help="user-study folder (env VIDEOSSM_STUDY; default: study). When it holds a study "
+                             "(python -m videossm study build-pool), the Arena and Results tabs are shown")
     return parser.parse_args(argv)
+
+
+def study_tabs(study_root: str, pool) -> list:
+    """The Arena and Results tabs when `study_root` holds a study, else none (with a log line saying why)."""
+    from videossm.study.config import CONFIG_FILE
+
+    if not os.path.exists(os.path.join(study_root, CONFIG_FILE)):
+        logging.getLogger("videossm.app").info(
+            "no user study in %r: the Arena tab is off (python -m videossm study build-pool --root %s ...)",
+            study_root, study_root)
+        return []
+    from videossm.study import Study
+    from videossm.ui.arena import build_arena_tab, build_results_tab
+
+    # Pool top-up generates new clips with the models this process already serves.
+    study = Study.open(study_root, pipelines=dict(pool.workers[0].pipelines))
+    return [("Arena", lambda _pool: build_arena_tab(study)), ("Results", lambda _pool: build_results_tab(study))]
 
 
 def app_config(args: argparse.Namespace, zerogpu: bool = False) -> AppConfig:
@@ -80,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     for worker in pool.workers:
         for pipe in worker.pipelines.values():
             print(pipe.describe(), flush=True)
-    build_app(pool).launch(server_name=args.host, server_port=args.port, show_error=True)
+    build_app(pool, extra_tabs=study_tabs(args.study, pool)).launch(server_name=args.host, server_port=args.port,
+                                                                    show_error=True)
 
 
 if __name__ == "__main__":

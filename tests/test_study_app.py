@@ -230,3 +230,27 @@ def test_sigkill_mid_stream_loses_no_acknowledged_vote(template, tmp_path):
     con = sqlite3.connect(os.path.join(root, "study.db"))
     assert con.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == len(votes)
     con.close()
+
+
+def test_main_app_mounts_the_arena_when_a_study_exists(template, tmp_path):
+    """app.py's study_tabs: no study folder -> no tabs; a study -> Arena and Results in the main app, served."""
+    import app as app_module
+    from videossm.ui import AppConfig, WorkerPool, build_app
+
+    pool = WorkerPool(AppConfig(models=("test",), devices=("cpu",), warmup=False))
+    assert app_module.study_tabs(str(tmp_path / "none"), pool) == []
+    root = copy_study(template, str(tmp_path / "study"), min_watch_s=0.0)
+    tabs = app_module.study_tabs(root, pool)
+    assert [label for label, _ in tabs] == ["Arena", "Results"]
+    demo = build_app(pool, extra_tabs=tabs)
+    try:
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                                quiet=True)
+        client = _client(url)
+        endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert {"/generate", "/arena_new", "/arena_vote", "/arena_stats"} <= set(endpoints)
+        issued = client.predict(api_name="/arena_new")
+        assert len(_clip_urls(issued)) >= 2
+        assert not any(name in str(issued) for name in SYSTEM_NAMES)
+    finally:
+        demo.close()

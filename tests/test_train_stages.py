@@ -138,3 +138,14 @@ def test_ship_halves_the_transformer_and_loads_the_same_model(runs, tmp_path):
     fresh = str(tmp_path / "fresh")
     VideoSSMPipeline.from_pretrained("test").save_pretrained(fresh)
     assert main(["train", "ship", "--student", fresh, "--to", str(tmp_path / "x")]) == 2
+
+
+def test_default_model_is_the_shipped_checkpoint_when_present(runs, tmp_path, monkeypatch):
+    import videossm.config as config
+
+    monkeypatch.setattr(config, "SHIPPED_DEFAULT", str(tmp_path / "assets" / "videossm-hybrid"))
+    assert config.default_model() == "tiny"  # nothing shipped: the untrained preset
+    assert main(["train", "ship", "--student", os.path.join(runs["causal"], "student"),
+                 "--to", config.SHIPPED_DEFAULT]) == 0
+    assert config.default_model() == config.SHIPPED_DEFAULT
+    assert VideoSSMPipeline.from_pretrained(config.default_model()).trained

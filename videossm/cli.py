@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from .config import MEMORY_MODES, ROPE_MODES, ConfigError
+from .config import MEMORY_MODES, ROPE_MODES, ConfigError, default_model
 
 logger = logging.getLogger("videossm")
 
@@ -29,7 +29,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=os.environ.get("VIDEOSSM_MODEL", "tiny"),
+    p.add_argument("--model", default=os.environ.get("VIDEOSSM_MODEL") or default_model(),
                    help="self-forcing, longlive, wan2.1-t2v-1.3b (hub downloads), a hub repo id or folder (ours or "
                         "Wan2.1), or a preset name for fresh untrained weights (default: %(default)s)")
     p.add_argument("--device", default=os.environ.get("VIDEOSSM_DEVICE", "auto"), help="cpu, cuda, cuda:N or auto")

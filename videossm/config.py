@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
 MEMORY_MODES = ("hybrid", "sink", "window", "full")
@@ -189,6 +190,19 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
         router_horizon_frames=240, vae_layout="wan2.1",
     ),
 }
+
+
+# The shipped, trained checkpoints (docs/TRAINING.md) live beside the package in assets/.
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+SHIPPED_DEFAULT = os.path.join(ASSETS_DIR, "videossm-hybrid")
+
+
+def default_model() -> str:
+    """The model used when none is named: the shipped hybrid checkpoint when it is present, else the
+    UNTRAINED `tiny` preset (which says so wherever it is used)."""
+    if os.path.isfile(os.path.join(SHIPPED_DEFAULT, "videossm_config.json")):
+        return SHIPPED_DEFAULT
+    return "tiny"
 
 
 def get_model_config(name: str) -> ModelConfig:

@@ -1,6 +1,6 @@
 """Every limit and default of the Gradio app, in one dataclass.
 
-The default model is `DEFAULT_MODEL`: one line to change when a trained checkpoint ships.
+The default model is `DEFAULT_MODEL`: the shipped checkpoint when present (videossm.config.default_model).
 """
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..config import ConfigError
+from ..config import ConfigError, default_model
 
-# The model `python app.py` serves when neither --model nor VIDEOSSM_MODEL is given.
-# "tiny" is an UNTRAINED preset (random weights); point this at the shipped checkpoint folder once it exists.
-DEFAULT_MODEL = "tiny"
+# The model `python app.py` serves when neither --model nor VIDEOSSM_MODEL is given: the shipped
+# assets/videossm-hybrid once it exists, else the UNTRAINED "tiny" preset (random weights).
+DEFAULT_MODEL = default_model()
 EDIT_CHANNELS = ("memory", "file")
 
 

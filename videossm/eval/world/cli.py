@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ...config import default_model
+
 PROBE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))), "assets", "probe")
 DEFAULT_SCENARIOS = ("long_static", "prompt_switch", "pan_and_return", "wraparound", "plain")
@@ -28,7 +30,7 @@ def add_world_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--systems", nargs="+", default=["hybrid", "sink", "window"],
                    help="LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY (model from --world-model); references: renderer "
                         "(perfect videos: the ceiling), vae:VAE_DIR (them through a VAE); default: %(default)s")
-    g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL", "tiny"),
+    g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL") or default_model(),
                    help="model of systems given without one: checkpoint folder or preset (default: %(default)s)")
     g.add_argument("--videos", type=int, default=16, dest="world_videos",  # `eval` has a positional `videos`
                    help="videos per system (default %(default)s)")
