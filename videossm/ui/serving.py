@@ -42,20 +42,6 @@ def expand_devices(devices: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def warmup_kernels(device: str) -> None:
-    """Compile/autotune the project's Triton kernels when that module exists (guarded: optional)."""
-    try:
-        from ..ops import triton as triton_ops  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    warm = getattr(triton_ops, "warmup", None)
-    if callable(warm):
-        try:
-            warm(device)
-        except Exception:  # a kernel that fails to compile falls back to the reference at run time
-            logger.exception("Triton warm-up failed on %s; streams use the fallback path", device)
-
-
 @dataclass
 class Worker:
     """One device and its pipelines (one per model), loaded once."""
@@ -74,7 +60,8 @@ class WorkerPool:
         if pipelines is None:
             pipelines = {}
             for device in expand_devices(config.devices):
-                warmup_kernels(device)
+                # from_pretrained compiles and autotunes the memory-path kernels on CUDA (pipe.warmup_ops);
+                # on a CPU nothing GPU-only is imported.
                 pipelines[device] = {m: VideoSSMPipeline.from_pretrained(m, device=device) for m in config.models}
         self.workers = [Worker(device, pipes) for device, pipes in pipelines.items()]
         if not self.workers:
