@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+
 import torch
 
 from videossm.config import StreamConfig, get_model_config
@@ -36,3 +39,15 @@ def run_stream(model, stream_config: StreamConfig, blocks: int, seed: int = 0, t
     gen.set_prompt(state, "p", text)
     latents = [gen.generate_block(state) for _ in range(blocks)]
     return gen, state, torch.cat(latents, dim=2), text
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, for a test server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timeline_json(*segments) -> str:
+    """Timeline JSON from (start, prompt) pairs."""
+    return json.dumps({"fps": 16, "segments": [{"start": s, "prompt": p} for s, p in segments]})

@@ -4,7 +4,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from videossm.video import read_video  # noqa: E402
 from videossm.video.segments import write_ts_segment  # noqa: E402
+from tests.helpers import free_port, timeline_json
 
 HAVE_FFMPEG = bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
 needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG, reason="Gradio's streaming video needs the system ffmpeg and "
@@ -25,14 +25,6 @@ RED = "a red circle moving right on a gray background"
 BLUE = "a blue square moving left on a black background"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _timeline(*segments) -> str:
-    return json.dumps({"fps": 16, "segments": [{"start": s, "prompt": p} for s, p in segments]})
 
 
 @pytest.mark.parametrize("size", [(32, 32), (33, 31)])
@@ -97,7 +89,7 @@ def served():
                        max_prompt_chars=100, max_lead_seconds=1.0)
     demo = build_app(WorkerPool(config))
     try:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                 quiet=True)
         yield demo.videossm_app, url
     finally:
@@ -136,7 +128,7 @@ def test_generate_streams_segments_and_mp4(served, client):
     import httpx
 
     app, _ = served
-    job = client.submit(_timeline((0, RED)), 2, "hybrid", 3, "test", api_name="/generate")
+    job = client.submit(timeline_json((0, RED)), 2, "hybrid", 3, "test", api_name="/generate")
     video, mp4, status, _ = job.result(timeout=60)
     streamed = [o[0] for o in job.outputs() if isinstance(o[0], dict) and o[0].get("is_stream")]
     assert len(streamed) == 3  # test preset at 16 fps: 32 frames = blocks of 9 + 12 + 11 pixel frames
@@ -153,16 +145,16 @@ def test_generate_streams_segments_and_mp4(served, client):
 @needs_ffmpeg
 def test_timeline_edit_reaches_the_running_stream(served, client):
     app, _ = served
-    job = client.submit(_timeline((0, RED)), 4, "hybrid", 0, "test", api_name="/generate")
+    job = client.submit(timeline_json((0, RED)), 4, "hybrid", 0, "test", api_name="/generate")
     handle = _wait_for_stream(app, client)
     locked = handle.timeline.locked_seconds
     switch_at = locked + 1.0  # the viewer-paced stream is ~1 s ahead of the viewer, well before 4 s
     assert switch_at < 3.5
-    widget, table, message = client.predict(_timeline((0, RED), (switch_at, BLUE)), 4, api_name="/update_timeline")
+    widget, table, message = client.predict(timeline_json((0, RED), (switch_at, BLUE)), 4, api_name="/update_timeline")
     assert "Edit applied" in message, message
     assert table["data"][-1] == [switch_at, BLUE]
     # Editing the locked past is refused, and the widget gets the live timeline back.
-    widget, _, message = client.predict(_timeline((0, BLUE)), 4, api_name="/update_timeline")
+    widget, _, message = client.predict(timeline_json((0, BLUE)), 4, api_name="/update_timeline")
     assert "refused" in message and json.loads(widget)["segments"][1]["prompt"] == BLUE
     job.result(timeout=60)
     stats = app.sessions.last_stats(client.session_hash)
@@ -178,7 +170,7 @@ def test_timeline_edit_reaches_the_running_stream(served, client):
 @needs_ffmpeg
 def test_stop_cancels_promptly_and_frees_the_stream(served, client):
     app, _ = served
-    job = client.submit(_timeline((0, RED)), 20, "sink", 0, "test", api_name="/generate")
+    job = client.submit(timeline_json((0, RED)), 20, "sink", 0, "test", api_name="/generate")
     handle = _wait_for_stream(app, client)
     t0 = time.perf_counter()
     assert client.predict(api_name="/stop") == "Stopping…"
@@ -192,15 +184,15 @@ def test_stop_cancels_promptly_and_frees_the_stream(served, client):
 
 
 @pytest.mark.parametrize("args, message", [
-    ((_timeline((0, RED)), 21, "hybrid", 0, "test"), "greater than maximum value 20"),  # Gradio's slider bound
-    ((_timeline((0, "")), 2, "hybrid", 0, "test"), "empty"),
-    ((_timeline((0, "a " * 60)), 2, "hybrid", 0, "test"), "at most 100 allowed"),
-    ((_timeline(*[(i * 0.5, RED) for i in range(5)]), 4, "hybrid", 0, "test"), "at most 4 allowed"),
-    ((_timeline((0, RED), (3, BLUE)), 2, "hybrid", 0, "test"), "max_seconds"),
-    ((_timeline((0, "a purple cat")), 2, "hybrid", 0, "test"), "does not know the word"),
+    ((timeline_json((0, RED)), 21, "hybrid", 0, "test"), "greater than maximum value 20"),  # Gradio's slider bound
+    ((timeline_json((0, "")), 2, "hybrid", 0, "test"), "empty"),
+    ((timeline_json((0, "a " * 60)), 2, "hybrid", 0, "test"), "at most 100 allowed"),
+    ((timeline_json(*[(i * 0.5, RED) for i in range(5)]), 4, "hybrid", 0, "test"), "at most 4 allowed"),
+    ((timeline_json((0, RED), (3, BLUE)), 2, "hybrid", 0, "test"), "max_seconds"),
+    ((timeline_json((0, "a purple cat")), 2, "hybrid", 0, "test"), "does not know the word"),
     (("{not json", 2, "hybrid", 0, "test"), "not valid JSON"),
-    ((_timeline((0, RED)), 2, "full", 0, "test"), "not in the list of choices"),
-    ((_timeline((0, RED)), 2, "hybrid", -1, "test"), "less than minimum value 0"),
+    ((timeline_json((0, RED)), 2, "full", 0, "test"), "not in the list of choices"),
+    ((timeline_json((0, RED)), 2, "hybrid", -1, "test"), "less than minimum value 0"),
 ])
 def test_over_limit_and_bad_inputs_are_refused(client, args, message):
     from gradio_client.exceptions import AppError
@@ -214,10 +206,10 @@ def test_one_stream_per_session(served, client):
     from gradio_client.exceptions import AppError
 
     app, _ = served
-    job = client.submit(_timeline((0, RED)), 10, "hybrid", 0, "test", api_name="/generate")
+    job = client.submit(timeline_json((0, RED)), 10, "hybrid", 0, "test", api_name="/generate")
     _wait_for_stream(app, client)
     with pytest.raises(AppError, match="already runs 1 stream"):
-        client.predict(_timeline((0, RED)), 2, "hybrid", 0, "test", api_name="/generate")
+        client.predict(timeline_json((0, RED)), 2, "hybrid", 0, "test", api_name="/generate")
     client.predict(api_name="/stop")
     job.result(timeout=30)
 
@@ -227,11 +219,11 @@ def test_handler_checks_its_own_inputs(served):
 
     app, _ = served
     request = type("Request", (), {"session_hash": "direct"})()
-    for args, message in [((_timeline((0, RED)), 30, "hybrid", 0, "test"), "seconds"),
-                          ((_timeline((0, RED)), float("nan"), "hybrid", 0, "test"), "seconds"),
-                          ((_timeline((0, RED)), 1, "full", 0, "test"), "memory"),
-                          ((_timeline((0, RED)), 1, "hybrid", 1.5, "test"), "seed"),
-                          ((_timeline((0, RED)), 1, "hybrid", 0, "tiny"), "not served here"),
+    for args, message in [((timeline_json((0, RED)), 30, "hybrid", 0, "test"), "seconds"),
+                          ((timeline_json((0, RED)), float("nan"), "hybrid", 0, "test"), "seconds"),
+                          ((timeline_json((0, RED)), 1, "full", 0, "test"), "memory"),
+                          ((timeline_json((0, RED)), 1, "hybrid", 1.5, "test"), "seed"),
+                          ((timeline_json((0, RED)), 1, "hybrid", 0, "tiny"), "not served here"),
                           ((None, 1, "hybrid", 0, "test"), "timeline must be")]:
         with pytest.raises(gr.Error, match=message):
             next(app.generate(*args, request=request))

@@ -5,10 +5,10 @@ and export JSON, and an edit must reach the stream. A screenshot goes to test-ar
 import json
 import os
 import shutil
-import socket
 import time
 
 import pytest
+from tests.helpers import free_port
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -27,11 +27,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_browser_generate_plays_and_timeline_edits():
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
@@ -40,7 +35,7 @@ def test_browser_generate_plays_and_timeline_edits():
     config = AppConfig(models=("test",), devices=("cpu",), max_seconds=20, default_seconds=6, max_lead_seconds=1.5)
     demo = build_app(WorkerPool(config))
     app = demo.videossm_app
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     os.makedirs(ARTIFACTS, exist_ok=True)
     try:
         with playwright_api.sync_playwright() as p:

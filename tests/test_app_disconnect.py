@@ -6,13 +6,13 @@ import gc
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 import uuid
 import weakref
 
 import pytest
+from tests.helpers import free_port
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -20,11 +20,6 @@ RED = "a red circle moving right on a gray background"
 pytestmark = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
                                 reason="Gradio's streaming video needs the system ffmpeg/ffprobe (scripts/setup.sh)")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _generate_threads() -> list[threading.Thread]:
@@ -42,7 +37,7 @@ def test_disconnect_cancels_the_stream_and_frees_it(edit_channel, tmp_path):
     pool = WorkerPool(config)
     demo = build_app(pool)
     app = demo.videossm_app
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         fn_index = next(d["id"] for d in httpx.get(url + "config", timeout=30).json()["dependencies"]
                         if d.get("api_name") == "generate")

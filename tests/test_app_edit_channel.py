@@ -6,7 +6,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import threading
 import time
 
@@ -18,6 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from videossm.timeline import Timeline, TimelineError  # noqa: E402
 from videossm.ui.edit_channel import EditChannel, EditReader, apply_edit  # noqa: E402
+from tests.helpers import free_port, timeline_json
 
 RED = "a red circle moving right on a gray background"
 BLUE = "a blue square moving left on a black background"
@@ -153,14 +153,6 @@ def test_edits_reach_a_generator_in_another_process(tmp_path):
         channel.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _timeline(*segments) -> str:
-    return json.dumps({"fps": 16, "segments": [{"start": s, "prompt": p} for s, p in segments]})
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +164,7 @@ def served_file_mode(tmp_path_factory):
                        edit_channel="file", edit_dir=edit_dir)
     demo = build_app(WorkerPool(config))
     try:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                 quiet=True)
         yield demo.videossm_app, url, edit_dir
     finally:
@@ -187,7 +179,7 @@ def test_app_in_file_mode_applies_edits_through_the_file(served_file_mode):
 
     app, url, edit_dir = served_file_mode
     client = Client(url, verbose=False, download_files=False)
-    job = client.submit(_timeline((0, RED)), 4, "hybrid", 0, "test", api_name="/generate")
+    job = client.submit(timeline_json((0, RED)), 4, "hybrid", 0, "test", api_name="/generate")
     deadline = time.time() + 60
     while not (app.sessions.running(client.session_hash) and app.sessions.running(client.session_hash)[0]._stats.per_block):
         assert time.time() < deadline, "the stream did not start"
@@ -196,11 +188,11 @@ def test_app_in_file_mode_applies_edits_through_the_file(served_file_mode):
     assert isinstance(stream, RemoteStream) and os.listdir(edit_dir) == [os.path.basename(stream.channel.path)]
     switch_at = stream.timeline.locked_seconds + 1.0
     assert switch_at < 3.5
-    _, table, message = client.predict(_timeline((0, RED), (switch_at, BLUE)), 4, api_name="/update_timeline")
+    _, table, message = client.predict(timeline_json((0, RED), (switch_at, BLUE)), 4, api_name="/update_timeline")
     assert "Edit applied" in message, message
     on_disk = json.load(open(stream.channel.path))
     assert on_disk["seq"] == 1 and on_disk["timeline"]["segments"][1] == {"start": switch_at, "prompt": BLUE}
-    widget, _, message = client.predict(_timeline((0, BLUE)), 4, api_name="/update_timeline")
+    widget, _, message = client.predict(timeline_json((0, BLUE)), 4, api_name="/update_timeline")
     assert "refused" in message and json.loads(widget)["segments"][1]["prompt"] == BLUE
     _, mp4, status, _ = job.result(timeout=60)
     assert "Done" in status and mp4 is not None

@@ -6,12 +6,12 @@ A screenshot goes to test-artifacts/arena.png."""
 
 import os
 import re
-import socket
 import time
 
 import pytest
 
 from tests.study_helpers import SYSTEM_NAMES, build_template, copy_study
+from tests.helpers import free_port
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -33,11 +33,6 @@ ARENA_SOURCES_JS = """() => Array.from(document.querySelectorAll('video'))
     .map(v => v.currentSrc || v.src || (v.querySelector('source') || {}).src || '')
     .filter(s => s)"""
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _choose(page, label: str, letter: str, expect) -> None:
@@ -64,7 +59,7 @@ def test_arena_and_results_tabs_in_the_browser(tmp_path):
     demo = build_app(pool, extra_tabs=tabs)
     os.makedirs(ARTIFACTS, exist_ok=True)
     try:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                 quiet=True)
         with playwright_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,17 +17,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from tests.study_helpers import SYSTEM_NAMES, build_template, copy_study  # noqa: E402
 from videossm.study import Study, StudyConfig  # noqa: E402
+from tests.helpers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 20 concurrent voters; the full load (50 votes each) with VIDEOSSM_STUDY_LOAD=20x50. The suite default
 # stays short on shared 2-core CI machines.
 VOTERS, VOTES_EACH = (int(v) for v in os.environ.get("VIDEOSSM_STUDY_LOAD", "20x5").split("x"))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def served(template, tmp_path_factory):
     study = Study(StudyConfig.load(root), hub=False)
     demo = build_demo(study)
     try:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                 quiet=True)
         yield study, url
     finally:
@@ -167,7 +162,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_vote(template, tmp_path):
 
     root = copy_study(template, str(tmp_path / "study"), votes_per_session=10_000, votes_per_ip=100_000,
                       max_shows_per_item=100_000)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "videossm", "study", "--root", root, "serve", "--port", str(port), "--min-watch", "0"]
@@ -244,7 +239,7 @@ def test_main_app_mounts_the_arena_when_a_study_exists(template, tmp_path):
     assert [label for label, _ in tabs] == ["Arena", "Results"]
     demo = build_app(pool, extra_tabs=tabs)
     try:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                 quiet=True)
         client = _client(url)
         endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
