@@ -36,8 +36,8 @@ from ..models.transformer import VideoSSMTransformer
 from ..sampling.ode import ode_sigmas, sample_ode
 from ..sampling.scheduler import denoising_sigmas
 from ..world import sample_prompt
-from .common import (EMA, Checkpointer, CSVLogger, hardware, lr_at, plot_losses, progress, read_csv, step_seed,
-                     write_json)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at, optimizer_step, plot_losses,
+                     progress, read_csv, set_lr, step_seed, write_json)
 from .data import batch_rng
 
 
@@ -84,7 +84,8 @@ def check_frames(latent_frames: int, stream_config: StreamConfig) -> None:
                           f"({stream_config.block_frames}), got {latent_frames}")
 
 
-def load_teacher(path: str, device):
+def load_checkpoint(path: str, device):
+    """One of our checkpoint folders (the teacher or a student) as a float32 pipeline, for training."""
     from ..pipeline import VideoSSMPipeline
 
     return VideoSSMPipeline.from_pretrained(path, device=device, dtype=torch.float32)
@@ -181,7 +182,7 @@ def train_causal(args) -> dict:
     stream_config = stream_config_from(args)
     check_frames(args.latent_frames, stream_config)
     acc = Accelerator(cpu=args.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    teacher = load_teacher(args.teacher, acc.device)
+    teacher = load_checkpoint(args.teacher, acc.device)
     teacher.transformer.requires_grad_(False)
     sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
     make_trajectories(acc, teacher, args, sigmas)
@@ -200,12 +201,11 @@ def train_causal(args) -> dict:
     main = acc.is_main_process
     log = CSVLogger(os.path.join(args.out, "log.csv"), resume_step=state.step, main=main)
     num_blocks = args.latent_frames // stream_config.block_frames
-    sums, n_acc = {}, 0
+    means = RunningMeans()
     bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc="causal")
     for step in bar:
         lr = lr_at(step, args.lr, args.warmup, args.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         rng = batch_rng(args.seed, acc.process_index, step)
         idx = rng.choice(len(data["prompts"]), size=args.batch, replace=len(data["prompts"]) < args.batch)
         sigma_index = [int(k) for k in rng.integers(0, len(sigmas), size=num_blocks)]
@@ -214,19 +214,14 @@ def train_causal(args) -> dict:
         text = torch.cat([text_bank[data["prompts"][i]] for i in idx]).to(acc.device)
         loss = model(states, x0, text, sigma_index, sigmas)
         acc.backward(loss)
-        grad_norm = acc.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
         state.step = step + 1
-        for k, v in (("loss", loss.item()), ("grad_norm", float(grad_norm))):
-            sums[k] = sums.get(k, 0.0) + v
-        n_acc += 1
+        means.add(loss=loss.item(), grad_norm=grad_norm)
         if state.step % args.log_every == 0 or state.step == args.steps:
-            row = {k: v / n_acc for k, v in sums.items()}
+            row = means.take()
             log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-            sums, n_acc = {}, 0
         if state.step % args.save_every == 0 or state.step == args.steps:
             ckpt.save(acc, state, model, opt, ema)
             if main:
@@ -235,8 +230,7 @@ def train_causal(args) -> dict:
     log.close()
     result = {}
     if main:
-        shadow = copy.deepcopy(acc.unwrap_model(model)).eval()
-        ema.copy_to(shadow)
+        shadow = ema.averaged_copy(acc.unwrap_model(model))
         student_dir = os.path.join(args.out, "student")
         export_student(shadow.student, teacher, stream_config, student_dir,
                        f"causal student ({args.memory}), ODE-regression init, {state.step} steps (stage 2)")

@@ -90,6 +90,40 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int, final_frac: float 
     return base_lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def optimizer_step(acc, parameters, optimizer, max_norm: float = 1.0) -> float:
+    """Clip the gradients of `parameters` to `max_norm`, step and clear `optimizer`; returns the gradient norm
+    before clipping. The caller has run `acc.backward`."""
+    grad_norm = acc.clip_grad_norm_(parameters, max_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm)
+
+
+class RunningMeans:
+    """Per-column means of the values added since the last `take()`: the rows a stage logs every N steps.
+    A column only added on some steps (e.g. the generator loss of DMD) is averaged over those steps."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, **values: float) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def take(self) -> dict[str, float]:
+        """The means, in the order the columns were first added; then start over."""
+        means = {k: v / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+
 class EMA:
     """Exponential moving average of a model's floating-point parameters and buffers (kept in fp32).
 
@@ -112,6 +146,14 @@ class EMA:
             if k in self.shadow:
                 self.shadow[k].lerp_(v.detach().float(), 1 - d)
         self.updates += 1
+
+    def averaged_copy(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A deep copy of `model` in eval mode holding the averaged weights (the model itself is untouched)."""
+        import copy
+
+        shadow = copy.deepcopy(model).eval()
+        self.copy_to(shadow)
+        return shadow
 
     @torch.no_grad()
     def copy_to(self, model: torch.nn.Module) -> None:

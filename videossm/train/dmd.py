@@ -36,9 +36,9 @@ from ..config import ConfigError
 from ..sampling.ode import guided_velocity, shift_sigma
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import parse_prompt, sample_prompt, switch_candidates
-from .causal import add_stream_args, check_frames, export_student, load_teacher
-from .common import (EMA, Checkpointer, CSVLogger, hardware, lr_at, plot_losses, progress, read_csv, step_seed,
-                     write_json)
+from .causal import add_stream_args, check_frames, export_student, load_checkpoint
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at, optimizer_step, plot_losses,
+                     progress, read_csv, set_lr, step_seed, write_json)
 from .data import batch_rng
 
 STAGE_DEFAULTS = {  # stage -> defaults that differ between the short and the long stage
@@ -164,12 +164,12 @@ def _train(args, stage: str) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     acc = Accelerator(cpu=args.cpu)
-    student_pipe = load_teacher(args.student, acc.device)  # any of our checkpoints loads the same way
+    student_pipe = load_checkpoint(args.student, acc.device)
     stream_config = student_pipe.stream_config.with_overrides(
         memory=args.memory, block_frames=args.block_frames, window_frames=args.window_frames,
         sink_frames=args.sink_frames)
     check_frames(args.latent_frames, stream_config)
-    teacher = load_teacher(args.teacher, acc.device).transformer.requires_grad_(False).eval()
+    teacher = load_checkpoint(args.teacher, acc.device).transformer.requires_grad_(False).eval()
     generator = student_pipe.transformer.requires_grad_(True).train()
     critic = copy.deepcopy(teacher).requires_grad_(True).train()
     models = torch.nn.ModuleDict({"generator": generator, "critic": critic})
@@ -191,13 +191,12 @@ def _train(args, stage: str) -> dict:
     # A resumed run starts a fresh rollout: the cache of the interrupted one is not checkpointed.
     rollout_index = state.extra.get("rollouts", 0)
     rollout = Rollout(streamer, student_pipe.text_encoder, args.batch, args.seed, rollout_index)
-    sums, n_acc = {}, {}
+    means = RunningMeans()
     bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc=stage)
     for step in bar:
         gen_step = step % args.gen_every == 0
         for opt, base in ((gen_opt, args.lr), (critic_opt, args.critic_lr)):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, base, args.warmup, args.steps, final_frac=1.0)
+            set_lr(opt, lr_at(step, base, args.warmup, args.steps, final_frac=1.0))
         if rollout.state.frame_index + args.latent_frames > args.rollout_frames:
             rollout_index += 1
             rollout = Rollout(streamer, student_pipe.text_encoder, args.batch, args.seed, rollout_index)
@@ -208,42 +207,29 @@ def _train(args, stage: str) -> dict:
                            memory_grad=args.memory_grad and stream_config.uses_memory)  # [B, C, F, h, w]
         text = rollout.state.prompt_embeds
         gen = torch.Generator().manual_seed(step_seed(args.seed, acc.process_index, step))
-        row = {}
         if gen_step:
             sigma = shift_sigma(0.02 + 0.96 * torch.rand(args.batch, generator=gen), args.score_shift).to(acc.device)
             noise = torch.randn(x0.shape, generator=gen).to(acc.device)
             loss, grad_mag = dmd_generator_loss(x0, teacher, critic, text, sigma, noise, args.guidance)
-            acc.backward(loss)
-            row["gen_grad_norm"] = float(acc.clip_grad_norm_(generator.parameters(), 1.0))
-            gen_opt.step()
-            gen_opt.zero_grad(set_to_none=True)
-            critic_opt.zero_grad(set_to_none=True)
+            acc.backward(loss)  # the critic ran without a graph: only the generator has gradients
+            gen_grad_norm = optimizer_step(acc, generator.parameters(), gen_opt)
             ema.update(generator)
-            row.update(dmd_loss=loss.item(), dmd_grad=grad_mag)
+            means.add(dmd_loss=loss.item(), dmd_grad=grad_mag, gen_grad_norm=gen_grad_norm)
         rollout.end_chunk()
         sigma = shift_sigma(torch.rand(args.batch, generator=gen), args.score_shift).to(acc.device)
         noise = torch.randn(x0.shape, generator=gen).to(acc.device)
         loss = critic_loss(critic, x0, text, sigma, noise)
-        acc.backward(loss)
-        acc.clip_grad_norm_(critic.parameters(), 1.0)
-        critic_opt.step()
-        critic_opt.zero_grad(set_to_none=True)
-        gen_opt.zero_grad(set_to_none=True)
-        row["critic_loss"] = loss.item()
+        acc.backward(loss)  # on detached samples: only the critic has gradients
+        optimizer_step(acc, critic.parameters(), critic_opt)
+        means.add(critic_loss=loss.item())
         state.step = step + 1
         state.extra["rollouts"] = rollout_index
-        for k, v in row.items():
-            sums[k] = sums.get(k, 0.0) + v
-            n_acc[k] = n_acc.get(k, 0) + 1
         if state.step % args.log_every == 0 or state.step == args.steps:
-            means = {k: sums[k] / n_acc[k] for k in ("dmd_loss", "dmd_grad", "gen_grad_norm", "critic_loss")
-                     if k in sums}
-            log.log(step=state.step, dmd_loss=means.get("dmd_loss", float("nan")),
-                    dmd_grad=means.get("dmd_grad", float("nan")), gen_grad_norm=means.get("gen_grad_norm", float("nan")),
-                    critic_loss=means["critic_loss"], frame=rollout.state.frame_index, switches=rollout.switches,
+            row = means.take()  # steps without a generator update log NaN for its columns
+            log.log(step=state.step, **{k: row.get(k, float("nan")) for k in ("dmd_loss", "dmd_grad", "gen_grad_norm")},
+                    critic_loss=row["critic_loss"], frame=rollout.state.frame_index, switches=rollout.switches,
                     seconds=round(state.seconds(), 2))
-            bar.set_postfix(critic=f"{means['critic_loss']:.4f}", frame=rollout.state.frame_index)
-            sums, n_acc = {}, {}
+            bar.set_postfix(critic=f"{row['critic_loss']:.4f}", frame=rollout.state.frame_index)
         if state.step % args.save_every == 0 or state.step == args.steps:
             _save(ckpt, acc, state, models, gen_opt, critic_opt, ema)
             if main:
@@ -253,8 +239,7 @@ def _train(args, stage: str) -> dict:
     log.close()
     result = {}
     if main:
-        shadow = copy.deepcopy(generator).eval()
-        ema.copy_to(shadow)
+        shadow = ema.averaged_copy(generator)
         student_dir = os.path.join(args.out, "student")
         export_student(shadow, student_pipe, stream_config, student_dir,
                        f"VideoSSM student ({stream_config.memory}), {stage} stage, {state.step} steps")

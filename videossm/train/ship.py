@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import torch
 
 from ..weights.checkpoint import TRANSFORMER_NAME, CheckpointError, load_safetensors, read_config
 

@@ -18,7 +18,6 @@ encoder, tokenizer, VAE), which the causal stages load, plus sample videos in `o
 
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
@@ -34,8 +33,8 @@ from ..models.transformer import VideoSSMTransformer
 from ..models.vae import StreamingDecoder, to_uint8_frames
 from ..sampling.ode import sample_ode, shift_sigma
 from ..world import sample_prompt, vocabulary
-from .common import (EMA, Checkpointer, CSVLogger, hardware, lr_at, plot_losses, progress, read_csv, step_seed,
-                     write_json)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at, optimizer_step, plot_losses,
+                     progress, read_csv, set_lr, step_seed, write_json)
 from .data import WorldLatents, batch_rng, check_geometry, load_frozen_vae
 
 SAMPLE_SEED = 20251207
@@ -153,16 +152,14 @@ def train_teacher(args) -> dict:
               f"(text encoder {sum(p.numel() for p in acc.unwrap_model(model).text_model.parameters()) / 1e3:.0f}k)")
 
     def ema_parts():
-        shadow = copy.deepcopy(acc.unwrap_model(model)).eval()
-        ema.copy_to(shadow)
+        shadow = ema.averaged_copy(acc.unwrap_model(model))
         return shadow.transformer, TextEncoder(shadow.text_model, text.tokenizer, text.max_length, acc.device, True)
 
-    sums, n_acc = {}, 0
+    means = RunningMeans()
     bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc="teacher")
     for step in bar:
         lr = lr_at(step, args.lr, args.warmup, args.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         rng = batch_rng(args.seed, acc.process_index, step)
         x0, prompts = data.batch(rng, args.batch)
         input_ids, mask = text.tokenize(prompts)
@@ -173,26 +170,21 @@ def train_teacher(args) -> dict:
         keep_text = (torch.rand(args.batch, generator=gen) >= args.text_dropout).float().to(acc.device)
         loss = model(x0, input_ids, mask, sigma, noise, keep_text)
         acc.backward(loss)
-        grad_norm = acc.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
         state.step = step + 1
-        for k, v in (("loss", loss.item()), ("grad_norm", float(grad_norm))):
-            sums[k] = sums.get(k, 0.0) + v
-        n_acc += 1
+        means.add(loss=loss.item(), grad_norm=grad_norm)
         if state.step % args.log_every == 0 or state.step == args.steps:
-            row = {k: v / n_acc for k, v in sums.items()}
+            row = means.take()
             log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-            sums, n_acc = {}, 0
         if state.step % args.save_every == 0 or state.step == args.steps:
             ckpt.save(acc, state, model, opt, ema)
             if main:
                 plot_losses(log.path, os.path.join(args.out, "loss.png"), title="teacher (flow matching)")
         if main and args.sample_every and state.step % args.sample_every == 0 and state.step < args.steps:
             write_samples(*ema_parts(), vae, os.path.join(args.out, "samples", f"step-{state.step:07d}"),
-                          args.latent_frames, args.sample_steps, args.guidance, 5.0)
+                          args.latent_frames, args.sample_steps, args.guidance, StreamConfig().shift)
     bar.close()
     log.close()
     result = {}
@@ -202,7 +194,7 @@ def train_teacher(args) -> dict:
         export_teacher(transformer, ema_text, vae, teacher_dir,
                        f"bidirectional flow-matching teacher, {state.step} steps (stage 1 of the recipe)")
         samples = write_samples(transformer, ema_text, vae, os.path.join(args.out, "samples", "final"),
-                                args.latent_frames, args.sample_steps, args.guidance, 5.0)
+                                args.latent_frames, args.sample_steps, args.guidance, StreamConfig().shift)
         losses = read_csv(log.path)["loss"]
         result = {"stage": "teacher", "steps": state.step, "batch": args.batch * acc.num_processes,
                   "final_loss": round(float(np.mean(losses[-10:])), 5), "wall_seconds": round(state.seconds(), 1),

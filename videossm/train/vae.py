@@ -62,8 +62,8 @@ from diffusers import AutoencoderKLWan
 from ..config import ConfigError
 from ..models.vae import StreamingDecoder, decode_frames, to_uint8_frames, vae_config
 from ..world import Clip, sample_training_clip
-from .common import (EMA, Checkpointer, CSVLogger, hardware, lr_at, plot_losses, progress, step_seed,
-                     write_json)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at, optimizer_step, plot_losses,
+                     progress, set_lr, step_seed, write_json)
 
 EVAL_SEED = 20251205  # fixed eval clips, independent of --seed
 STATS_SEED = 20251206
@@ -222,12 +222,11 @@ def train_vae(args) -> dict:
 
     crop = args.crop if args.crop and args.crop < args.size else None  # None: whole frames
     acc.print(f"VAE {sum(p.numel() for p in model.parameters()) / 1e3:.0f}k params, config {cfg}")
-    sums, n_acc = {}, 0
+    means = RunningMeans()
     bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc="vae")
     for step in bar:
         lr = lr_at(step, args.lr, args.warmup, args.steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         frames, masks = training_batch(args.seed, acc.process_index, step, args.batch, args.frames, args.seconds,
                                        args.size, crop)
         x, mask = to_pixels(frames).to(acc.device), torch.from_numpy(masks).to(acc.device, torch.float32)
@@ -235,23 +234,18 @@ def train_vae(args) -> dict:
         recon, l1, l1_object, kl = model(x, mask, gen)
         loss = l1 + args.object_weight * l1_object + args.kl_weight * kl
         acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
         state.step = step + 1
 
         with torch.no_grad():
             mse = F.mse_loss(recon.clamp(-1, 1), x)
-        for k, v in (("loss", loss), ("l1", l1), ("l1_object", l1_object), ("kl", kl),
-                     ("psnr_batch", 10 * torch.log10(4.0 / mse))):
-            sums[k] = sums.get(k, 0.0) + v.item()
-        n_acc += 1
+        means.add(loss=loss.item(), l1=l1.item(), l1_object=l1_object.item(), kl=kl.item(),
+                  psnr_batch=(10 * torch.log10(4.0 / mse)).item())
         if state.step % args.log_every == 0 or state.step == args.steps:
-            row = {k: v / n_acc for k, v in sums.items()}
+            row = means.take()
             log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
             bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr_batch']:.1f}")
-            sums, n_acc = {}, 0
         if main and (state.step % args.eval_every == 0 or state.step == args.steps):
             metrics, _ = evaluate()
             eval_log.log(step=state.step, **metrics, seconds=round(state.seconds(), 2))
