@@ -36,6 +36,10 @@ def plot_metric_curves(videos: list[dict], path: str, title: str = "VBench metri
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str) -> str:
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -67,8 +71,4 @@ def plot_bench(results: dict, path: str, title: str = "") -> str:
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
