@@ -161,17 +161,17 @@ def cmd_train(args) -> int:
     return 0
 
 
-# stage -> (module, train function, options function, help)
+# stage -> (module, train function, options function in videossm.train.options (imports no torch), help)
 TRAIN_STAGES = {
-    "teacher": ("videossm.train.teacher", "train_teacher", "add_args",
+    "teacher": ("videossm.train.teacher", "train_teacher", "add_teacher_args",
                 "stage 1: the bidirectional flow-matching teacher and the small text encoder"),
-    "causal": ("videossm.train.causal", "train_causal", "add_args",
+    "causal": ("videossm.train.causal", "train_causal", "add_causal_args",
                "stage 2: the causal student, ODE regression on teacher trajectories"),
-    "dmd": ("videossm.train.dmd", "train_dmd", "add_args",
+    "dmd": ("videossm.train.dmd", "train_dmd", "add_dmd_args",
             "stage 3: Self-Forcing DMD on the student's own 5 s rollouts, with a critic"),
     "long": ("videossm.train.dmd", "train_long", "add_long_args",
              "stage 4: long self-rollout (60 s streams, memory, prompt switches), DMD on each 5 s chunk"),
-    "ship": ("videossm.train.ship", "ship", "add_args",
+    "ship": ("videossm.train.ship", "ship", "add_ship_args",
              "copy a trained student into assets/ with fp16 weights (the shipped checkpoints)"),
 }
 
@@ -205,11 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     vae = stages.add_parser("vae", help="stage 0: the tiny AutoencoderKLWan on the procedural world")
     add_train_vae_args(vae)
     vae.set_defaults(func=cmd_train)
-    import importlib
+    from .train import options as train_options
 
-    for stage, (module_name, _, args_func, help_text) in TRAIN_STAGES.items():
+    for stage, (_, _, args_func, help_text) in TRAIN_STAGES.items():
         stage_parser = stages.add_parser(stage, help=help_text)
-        getattr(importlib.import_module(module_name), args_func)(stage_parser)
+        getattr(train_options, args_func)(stage_parser)
         stage_parser.set_defaults(func=cmd_train)
 
     from .study.cli import add_parser as add_study_parser

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from .vbench import DEFAULT_METRICS, METRICS, UNAVAILABLE
+from .metric_names import DEFAULT_METRICS, METRICS, UNAVAILABLE
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import nn
 
-from ..config import MEMORY_MODES, ConfigError, StreamConfig
+from ..config import ConfigError, StreamConfig
 from ..models.cache import KVCache
 from ..models.transformer import VideoSSMTransformer
 from ..sampling.ode import ode_sigmas, sample_ode
@@ -41,36 +41,8 @@ from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at
 from .data import batch_rng
 
 
-def add_stream_args(p, memory_default: str | None = "hybrid") -> None:
-    p.add_argument("--memory", default=memory_default, choices=MEMORY_MODES,
-                   help="memory mode the student is trained for (hybrid, or the sink/window baselines)")
-    p.add_argument("--block-frames", type=int, default=3)
-    p.add_argument("--window-frames", type=int, default=12)
-    p.add_argument("--sink-frames", type=int, default=3)
 
 
-def add_args(p) -> None:
-    p.add_argument("--teacher", required=True, help="the teacher folder (train teacher's OUT/teacher)")
-    p.add_argument("--out", default="runs/causal", help="run folder: trajectories/, checkpoints, logs, student/")
-    add_stream_args(p)
-    p.add_argument("--latent-frames", type=int, default=21, help="trajectory length in latent frames (21: 5 s)")
-    p.add_argument("--pairs", type=int, default=1024, help="teacher trajectories to generate")
-    p.add_argument("--shard-size", type=int, default=16, help="trajectories per shard file")
-    p.add_argument("--ode-substeps", type=int, default=8, help="teacher Euler steps between two student sigmas")
-    p.add_argument("--guidance", type=float, default=3.0, help="teacher classifier-free guidance")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
-                   help="write the cache without gradients (the memory's gates then learn nothing here)")
-    p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--save-every", type=int, default=200)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
-    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
 
 
 def stream_config_from(args) -> StreamConfig:

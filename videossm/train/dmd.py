@@ -36,49 +36,14 @@ from ..config import ConfigError
 from ..sampling.ode import guided_velocity, shift_sigma
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import parse_prompt, sample_prompt, switch_candidates
-from .causal import add_stream_args, check_frames, export_student, load_checkpoint
+from .causal import check_frames, export_student, load_checkpoint
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at, optimizer_step, plot_losses,
                      progress, read_csv, set_lr, step_seed, write_json)
 from .data import batch_rng
 
-STAGE_DEFAULTS = {  # stage -> defaults that differ between the short and the long stage
-    "dmd": dict(rollout_frames=21, steps=2000, switch_prob=0.0, out="runs/dmd"),
-    "long": dict(rollout_frames=240, steps=2000, switch_prob=0.2, out="runs/long"),
-}
 
 
-def add_args(p, stage: str = "dmd") -> None:
-    d = STAGE_DEFAULTS[stage]
-    p.add_argument("--student", required=True, help="the student folder to start from (causal or dmd OUT/student)")
-    p.add_argument("--teacher", required=True, help="the teacher folder (real score), train teacher's OUT/teacher")
-    p.add_argument("--out", default=d["out"], help="run folder: checkpoints, logs, student/")
-    add_stream_args(p, memory_default=None)
-    p.add_argument("--latent-frames", type=int, default=21, help="chunk the teacher judges, latent frames (21: 5 s)")
-    p.add_argument("--rollout-frames", type=int, default=d["rollout_frames"],
-                   help="latent frames of one rollout before a new prompt and an empty cache (240: 60 s)")
-    p.add_argument("--switch-prob", type=float, default=d["switch_prob"],
-                   help="chance of a prompt switch at each chunk boundary of a rollout")
-    p.add_argument("--steps", type=int, default=d["steps"])
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--lr", type=float, default=2e-5, help="generator learning rate")
-    p.add_argument("--critic-lr", type=float, default=4e-5)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--gen-every", type=int, default=5, help="critic steps per generator step")
-    p.add_argument("--guidance", type=float, default=3.0, help="teacher classifier-free guidance (real score)")
-    p.add_argument("--score-shift", type=float, default=5.0, help="DMD noise level: sigma = shift(u), u ~ U(0.02, 0.98)")
-    p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
-                   help="commit blocks without gradients (the memory's gates then learn nothing here)")
-    p.add_argument("--ema", type=float, default=0.99)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=5)
-    p.add_argument("--save-every", type=int, default=50)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
-    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
 
-
-def add_long_args(p) -> None:
-    add_args(p, "long")
 
 
 class Rollout:

@@ -17,9 +17,6 @@ import shutil
 from ..weights.checkpoint import TRANSFORMER_NAME, CheckpointError, load_safetensors, read_config
 
 
-def add_args(p) -> None:
-    p.add_argument("--student", required=True, help="a trained student folder (e.g. runs/long-hybrid/student)")
-    p.add_argument("--to", required=True, help="target folder, e.g. assets/videossm-hybrid (replaced if present)")
 
 
 def ship(args) -> dict:

@@ -40,27 +40,6 @@ from .data import WorldLatents, batch_rng, check_geometry, load_frozen_vae
 SAMPLE_SEED = 20251207
 
 
-def add_args(p) -> None:
-    p.add_argument("--vae", required=True, help="the trained VAE folder (train vae's OUT/vae)")
-    p.add_argument("--out", default="runs/teacher", help="run folder: checkpoints, logs, plots, teacher/, samples/")
-    p.add_argument("--preset", default="tiny", help="transformer preset (tiny; test for smoke runs)")
-    p.add_argument("--latent-frames", type=int, default=21, help="clip length in latent frames (21: 5 s)")
-    p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--batch", type=int, default=4, help="clips per step per process")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--train-shift", type=float, default=3.0, help="sigma = shift(u), u ~ U(0, 1) while training")
-    p.add_argument("--text-dropout", type=float, default=0.1, help="share of clips trained with the empty text")
-    p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--save-every", type=int, default=200)
-    p.add_argument("--sample-every", type=int, default=2000, help="write sample videos every N steps (0: only at the end)")
-    p.add_argument("--sample-steps", type=int, default=32, help="Euler steps of the sample ODE")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance of the samples")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
-    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
 
 
 class TeacherLoss(nn.Module):

@@ -1,0 +1,105 @@
+"""Command-line options of the training stages (`python -m videossm train STAGE`), apart from the stages'
+code so that building the CLI parser imports no torch. Each stage reads these names from `args`."""
+
+from __future__ import annotations
+
+from ..config import MEMORY_MODES
+
+STAGE_DEFAULTS = {  # stage -> defaults that differ between the short and the long stage
+    "dmd": dict(rollout_frames=21, steps=2000, switch_prob=0.0, out="runs/dmd"),
+    "long": dict(rollout_frames=240, steps=2000, switch_prob=0.2, out="runs/long"),
+}
+
+
+def add_stream_args(p, memory_default: str | None = "hybrid") -> None:
+    p.add_argument("--memory", default=memory_default, choices=MEMORY_MODES,
+                   help="memory mode the student is trained for (hybrid, or the sink/window baselines)")
+    p.add_argument("--block-frames", type=int, default=3)
+    p.add_argument("--window-frames", type=int, default=12)
+    p.add_argument("--sink-frames", type=int, default=3)
+
+
+def add_teacher_args(p) -> None:
+    p.add_argument("--vae", required=True, help="the trained VAE folder (train vae's OUT/vae)")
+    p.add_argument("--out", default="runs/teacher", help="run folder: checkpoints, logs, plots, teacher/, samples/")
+    p.add_argument("--preset", default="tiny", help="transformer preset (tiny; test for smoke runs)")
+    p.add_argument("--latent-frames", type=int, default=21, help="clip length in latent frames (21: 5 s)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=4, help="clips per step per process")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--train-shift", type=float, default=3.0, help="sigma = shift(u), u ~ U(0, 1) while training")
+    p.add_argument("--text-dropout", type=float, default=0.1, help="share of clips trained with the empty text")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--sample-every", type=int, default=2000, help="write sample videos every N steps (0: only at the end)")
+    p.add_argument("--sample-steps", type=int, default=32, help="Euler steps of the sample ODE")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance of the samples")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
+
+
+def add_causal_args(p) -> None:
+    p.add_argument("--teacher", required=True, help="the teacher folder (train teacher's OUT/teacher)")
+    p.add_argument("--out", default="runs/causal", help="run folder: trajectories/, checkpoints, logs, student/")
+    add_stream_args(p)
+    p.add_argument("--latent-frames", type=int, default=21, help="trajectory length in latent frames (21: 5 s)")
+    p.add_argument("--pairs", type=int, default=1024, help="teacher trajectories to generate")
+    p.add_argument("--shard-size", type=int, default=16, help="trajectories per shard file")
+    p.add_argument("--ode-substeps", type=int, default=8, help="teacher Euler steps between two student sigmas")
+    p.add_argument("--guidance", type=float, default=3.0, help="teacher classifier-free guidance")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
+                   help="write the cache without gradients (the memory's gates then learn nothing here)")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
+
+
+def add_dmd_args(p, stage: str = "dmd") -> None:
+    d = STAGE_DEFAULTS[stage]
+    p.add_argument("--student", required=True, help="the student folder to start from (causal or dmd OUT/student)")
+    p.add_argument("--teacher", required=True, help="the teacher folder (real score), train teacher's OUT/teacher")
+    p.add_argument("--out", default=d["out"], help="run folder: checkpoints, logs, student/")
+    add_stream_args(p, memory_default=None)
+    p.add_argument("--latent-frames", type=int, default=21, help="chunk the teacher judges, latent frames (21: 5 s)")
+    p.add_argument("--rollout-frames", type=int, default=d["rollout_frames"],
+                   help="latent frames of one rollout before a new prompt and an empty cache (240: 60 s)")
+    p.add_argument("--switch-prob", type=float, default=d["switch_prob"],
+                   help="chance of a prompt switch at each chunk boundary of a rollout")
+    p.add_argument("--steps", type=int, default=d["steps"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--lr", type=float, default=2e-5, help="generator learning rate")
+    p.add_argument("--critic-lr", type=float, default=4e-5)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--gen-every", type=int, default=5, help="critic steps per generator step")
+    p.add_argument("--guidance", type=float, default=3.0, help="teacher classifier-free guidance (real score)")
+    p.add_argument("--score-shift", type=float, default=5.0, help="DMD noise level: sigma = shift(u), u ~ U(0.02, 0.98)")
+    p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
+                   help="commit blocks without gradients (the memory's gates then learn nothing here)")
+    p.add_argument("--ema", type=float, default=0.99)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=5)
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
+
+
+def add_long_args(p) -> None:
+    add_dmd_args(p, "long")
+
+
+def add_ship_args(p) -> None:
+    p.add_argument("--student", required=True, help="a trained student folder (e.g. runs/long-hybrid/student)")
+    p.add_argument("--to", required=True, help="target folder, e.g. assets/videossm-hybrid (replaced if present)")
