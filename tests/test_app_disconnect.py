@@ -59,11 +59,11 @@ def test_disconnect_cancels_the_stream_and_frees_it(edit_channel, tmp_path):
             assert not handle.cancelled and handle._stats.frames < 20 * 16
         # The connection is closed here, mid-stream.
         t0 = time.perf_counter()
-        while app.sessions.running(session) or _generate_threads():
+        # the session entry, the generator thread and the worker slot are released in that order, moments apart
+        while app.sessions.running(session) or _generate_threads() or any(w.active for w in pool.workers):
             assert time.perf_counter() - t0 < 5, "the stream outlived its client by 5 s"
             time.sleep(0.05)
         assert handle.cancelled and handle._stats.frames < 20 * 16
-        assert {w.active for w in pool.workers} == {0}  # the worker slot is free again
         if edit_channel == "memory":
             gc.collect()
             assert handle.state is None and state() is None  # KV cache, memory state and decoder cache are gone
