@@ -15,10 +15,20 @@ RUNS="${RUNS:-runs}"
 MODES="${MODES:-hybrid sink window}"
 EXTRA="${EXTRA:-}"
 
-stage() {  # stage NAME OUT ARGS...: run `train NAME` into OUT unless OUT/metrics.json says it finished
+stage() {  # stage NAME OUT ARGS...: run `train NAME` into OUT unless OUT/metrics.json says it reached --steps
   local name="$1" out="$2"
   shift 2
-  if [ -f "$out/metrics.json" ]; then
+  local steps="" prev=""
+  for arg in "$@"; do  # the --steps of this call (a later call may continue a finished run with more)
+    [ "$prev" = "--steps" ] && steps="$arg"
+    prev="$arg"
+  done
+  if [ -f "$out/metrics.json" ] && python - "$out/metrics.json" "$steps" <<'PY'
+import json, sys
+done = json.load(open(sys.argv[1])).get("steps", 0)
+sys.exit(0 if not sys.argv[2] or done >= int(sys.argv[2]) else 1)
+PY
+  then
     echo "== $name: $out is finished, skipped"
     return
   fi
@@ -27,8 +37,11 @@ stage() {  # stage NAME OUT ARGS...: run `train NAME` into OUT unless OUT/metric
   python -m videossm train "$name" --out "$out" "$@" $EXTRA
 }
 
+# The VAE: 5000 steps at object weight 5, then 5000 more at 20 (the objects' shapes survive only the second).
 stage vae "$RUNS/vae" --base-dim 16 --decoder-dim 12 --object-weight 5 --steps 5000 --eval-every 1000
-stage teacher "$RUNS/teacher" --vae "$RUNS/vae/vae"
+stage vae "$RUNS/vae" --base-dim 16 --decoder-dim 12 --object-weight 20 --steps 10000 --eval-every 1000
+# The teacher: three steps in four on 9-latent-frame clips, which cost a fifth of a 5 s clip on a CPU.
+stage teacher "$RUNS/teacher" --vae "$RUNS/vae/vae" --short-frames 9 --short-share 0.75 --steps 6000
 for mode in $MODES; do
   stage causal "$RUNS/causal-$mode" --teacher "$RUNS/teacher/teacher" --memory "$mode"
   stage dmd "$RUNS/dmd-$mode" --student "$RUNS/causal-$mode/student" --teacher "$RUNS/teacher/teacher"

@@ -65,13 +65,25 @@ def test_teacher_trains_transformer_and_text_encoder(runs):
 def test_teacher_resumes_where_it_stopped(runs, tmp_path):
     out = str(tmp_path / "t")
     args = ["train", "teacher", "--vae", runs["vae"], "--out", out, "--preset", "test", "--latent-frames", "6",
+            "--short-frames", "3", "--short-share", "0.5",
             "--batch", "1", "--sample-steps", "1", "--sample-every", "0", "--log-every", "1", "--save-every", "1"]
-    assert main([*args, "--steps", "1"]) == 0
-    assert main([*args, "--steps", "2"]) == 0  # continues from step 1
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "4"]) == 0  # continues from step 2
     resumed = read_csv(os.path.join(out, "log.csv"))
     straight = str(tmp_path / "s")
-    assert main([*[a if a != out else straight for a in args], "--steps", "2"]) == 0
+    assert main([*[a if a != out else straight for a in args], "--steps", "4"]) == 0
     assert np.allclose(resumed["loss"], read_csv(os.path.join(straight, "log.csv"))["loss"], rtol=1e-4)
+    # the step's RNG picks the clip length: both lengths occur, and the same ones in both runs
+    assert set(resumed["latent_frames"]) == {3.0, 6.0}
+    assert list(resumed["latent_frames"]) == list(read_csv(os.path.join(straight, "log.csv"))["latent_frames"])
+
+
+@pytest.mark.parametrize("flags, message", [(["--short-share", "1.5"], "--short-share"),
+                                            (["--short-share", "0.5", "--short-frames", "6"], "--short-frames")])
+def test_teacher_rejects_bad_short_clips(runs, tmp_path, capsys, flags, message):
+    assert main(["train", "teacher", "--vae", runs["vae"], "--out", str(tmp_path / "x"), "--preset", "test",
+                 "--latent-frames", "6", "--steps", "1", *flags]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_causal_regression_hits_teacher_states_and_trains_the_memory_gates(runs):

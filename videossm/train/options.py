@@ -24,6 +24,11 @@ def add_teacher_args(p) -> None:
     p.add_argument("--out", default="runs/teacher", help="run folder: checkpoints, logs, plots, teacher/, samples/")
     p.add_argument("--preset", default="tiny", help="transformer preset (tiny; test for smoke runs)")
     p.add_argument("--latent-frames", type=int, default=21, help="clip length in latent frames (21: 5 s)")
+    p.add_argument("--short-frames", type=int, default=0,
+                   help="length of the short clips mixed in (0: none); attention cost grows with the square of the "
+                        "clip, so short clips buy many more steps on a CPU")
+    p.add_argument("--short-share", type=float, default=0.0,
+                   help="share of steps whose batch is short clips (drawn per step from the step's RNG)")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=4, help="clips per step per process")
     p.add_argument("--lr", type=float, default=3e-4)

@@ -7,6 +7,12 @@ is the `tiny` VideoSSMTransformer run without a cache, i.e. plain bidirectional 
 (its memory modules are unused and stay zero-gated). The text encoder is a tiny UMT5EncoderModel over
 the grammar's word-level tokenizer, learned from scratch through the same loss.
 
+Short clips: with `--short-frames 9 --short-share 0.75` three steps in four train on 9-latent-frame clips
+(2.25 s) and the rest on the full 5 s. On a CPU a 9-frame step costs ~1/5 of a 21-frame one (attention is
+quadratic in the clip), so the teacher sees several times more steps for the same hours, and still learns
+the 5 s length that the causal stages distil. RoPE positions are absolute frame indices, so one model
+serves both lengths.
+
 Loss (rectified flow, as Wan): sigma = shift(u), u ~ U(0, 1); x_t = (1 - sigma) x0 + sigma eps;
 MSE(model(x_t, 1000 sigma, text), eps - x0). With probability `--text-dropout` a clip's text is the
 empty (all-zero) embedding, so the teacher also learns the unconditional branch of classifier-free
@@ -73,6 +79,11 @@ def check_args(args) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.text_dropout < 1:
         raise ConfigError(f"--text-dropout must be in [0, 1), got {args.text_dropout}")
+    if not 0 <= args.short_share <= 1:
+        raise ConfigError(f"--short-share must be in [0, 1], got {args.short_share}")
+    if args.short_share > 0 and not 1 <= args.short_frames < args.latent_frames:
+        raise ConfigError(f"--short-frames must be in [1, --latent-frames={args.latent_frames}) when --short-share > 0, "
+                          f"got {args.short_frames}")
 
 
 def export_teacher(transformer: VideoSSMTransformer, text: TextEncoder, vae, path: str, description: str) -> None:
@@ -118,6 +129,7 @@ def train_teacher(args) -> dict:
     vae = load_frozen_vae(args.vae, acc.device)
     check_geometry(vae, model.transformer.config)
     data = WorldLatents(vae, model.transformer.config, args.latent_frames)
+    short_data = WorldLatents(vae, model.transformer.config, args.short_frames) if args.short_share > 0 else None
     ckpt = Checkpointer(args.out, keep=2, config={
         "stage": "teacher", "model": model.transformer.config.to_dict(), "text": model.text_model.config.to_dict(),
         "vae": dict(vae.config), "latent_frames": args.latent_frames, "seed": args.seed})
@@ -140,7 +152,8 @@ def train_teacher(args) -> dict:
         lr = lr_at(step, args.lr, args.warmup, args.steps)
         set_lr(opt, lr)
         rng = batch_rng(args.seed, acc.process_index, step)
-        x0, prompts = data.batch(rng, args.batch)
+        short = short_data is not None and rng.random() < args.short_share
+        x0, prompts = (short_data if short else data).batch(rng, args.batch)  # [B, C, F, h, w]
         input_ids, mask = text.tokenize(prompts)
         gen = torch.Generator().manual_seed(step_seed(args.seed, acc.process_index, step))
         u = torch.rand(args.batch, generator=gen)
@@ -152,7 +165,7 @@ def train_teacher(args) -> dict:
         grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
         state.step = step + 1
-        means.add(loss=loss.item(), grad_norm=grad_norm)
+        means.add(loss=loss.item(), grad_norm=grad_norm, latent_frames=x0.shape[2])
         if state.step % args.log_every == 0 or state.step == args.steps:
             row = means.take()
             log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
