@@ -43,7 +43,8 @@ stage vae "$RUNS/vae" --base-dim 16 --decoder-dim 12 --object-weight 20 --steps 
 # The teacher: three steps in four on 9-latent-frame clips, which cost a fifth of a 5 s clip on a CPU.
 stage teacher "$RUNS/teacher" --vae "$RUNS/vae/vae" --short-frames 9 --short-share 0.75 --steps 6000
 for mode in $MODES; do
-  stage causal "$RUNS/causal-$mode" --teacher "$RUNS/teacher/teacher" --memory "$mode"
+  # the teacher trajectories do not depend on the memory mode: made once, shared by the three students
+  stage causal "$RUNS/causal-$mode" --teacher "$RUNS/teacher/teacher" --memory "$mode" --trajectories "$RUNS/trajectories"
   stage dmd "$RUNS/dmd-$mode" --student "$RUNS/causal-$mode/student" --teacher "$RUNS/teacher/teacher"
   stage long "$RUNS/long-$mode" --student "$RUNS/dmd-$mode/student" --teacher "$RUNS/teacher/teacher"
   python -m videossm train ship --student "$RUNS/long-$mode/student" --to "assets/videossm-$mode"

@@ -108,6 +108,20 @@ def test_causal_regression_hits_teacher_states_and_trains_the_memory_gates(runs)
     assert any(".memory.out_gate" in k for k in changed)
 
 
+def test_students_of_other_modes_share_the_teacher_trajectories(runs, tmp_path, capsys):
+    shared = os.path.join(runs["causal"], "trajectories")
+    stamps = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(shared, "shard-*.pt"))}
+    args = ["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--trajectories", shared,
+            "--latent-frames", "12", "--window-frames", "9", "--pairs", "3", "--shard-size", "2",
+            "--ode-substeps", "2", "--steps", "1", "--batch", "2", *runs["common"]]
+    assert main([*args, "--out", str(tmp_path / "sink"), "--memory", "sink"]) == 0
+    assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps, "the shared shards are read, not remade"
+    assert not os.path.exists(tmp_path / "sink" / "trajectories")
+    assert main([*args, "--out", str(tmp_path / "other"), "--guidance", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "holds trajectories made with other settings" in err and "'guidance': (3.0, 2.0)" in err
+
+
 def test_dmd_and_long_stages_move_the_generator_and_export_streaming_students(runs):
     for stage, start in (("dmd", runs["causal"]), ("long", runs["dmd"])):
         log = read_csv(os.path.join(runs[stage], "log.csv"))

@@ -6,6 +6,8 @@
    on a grid that passes exactly through the student's 4 sigmas (1, 0.9375, 0.8333, 0.625). Each pair
    keeps the states at those sigmas and the end point x0, in shards `out/trajectories/shard-NNNNN.pt`
    (fp16), written atomically and skipped when present: an interrupted run resumes where it stopped.
+   They do not depend on the student's memory mode: `--trajectories DIR` lets the hybrid, sink and
+   window students share one folder, whose `meta.json` refuses shards made with other settings.
 2. Regression. The student starts from the teacher's weights (memory zero-gated) and runs causally,
    block by block, through the same KV cache, sink, window and memory as at inference. For each block
    it sees the trajectory state at a random one of its 4 sigmas and must predict the teacher's x0 of
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import glob
+import json
 import os
 
 import numpy as np
@@ -65,15 +67,34 @@ def load_checkpoint(path: str, device):
 
 # --- 1. teacher trajectories -------------------------------------------------------------------------------
 
-def shard_paths(out: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(out, "trajectories", "shard-*.pt")))
+def trajectory_folder(args) -> str:
+    return args.trajectories or os.path.join(args.out, "trajectories")
+
+
+def check_trajectory_meta(folder: str, meta: dict, main: bool) -> None:
+    """The settings the shards were made with (meta.json), written by the first run and checked by the rest."""
+    path = os.path.join(folder, "meta.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+        changed = {k: (stored.get(k), v) for k, v in meta.items() if stored.get(k) != v}
+        if changed:
+            raise ConfigError(f"{folder} holds trajectories made with other settings (stored, asked): {changed}; "
+                              "use another --trajectories folder")
+    elif main:
+        write_json(path, meta)
 
 
 def make_trajectories(acc, teacher, args, student_sigmas: list[float]) -> None:
     """Generate the missing shards (each process its share), atomically."""
     cfg = teacher.model_config
-    folder = os.path.join(args.out, "trajectories")
+    folder = trajectory_folder(args)
     os.makedirs(folder, exist_ok=True)
+    check_trajectory_meta(folder, {
+        "teacher": os.path.abspath(args.teacher), "seed": args.seed, "latent_frames": args.latent_frames,
+        "shard_size": args.shard_size, "ode_substeps": args.ode_substeps, "guidance": args.guidance,
+        "sigmas": [round(s, 6) for s in student_sigmas]}, acc.is_main_process)
+    acc.wait_for_everyone()
     num_shards = -(-args.pairs // args.shard_size)
     grid = ode_sigmas(student_sigmas, args.ode_substeps)
     todo = [i for i in range(num_shards) if i % acc.num_processes == acc.process_index
@@ -95,13 +116,16 @@ def make_trajectories(acc, teacher, args, student_sigmas: list[float]) -> None:
     acc.wait_for_everyone()
 
 
-def load_trajectories(out: str, expected: int) -> dict:
-    paths = shard_paths(out)
+def load_trajectories(folder: str, pairs: int, shard_size: int) -> dict:
+    """The first `pairs` trajectories (a shared folder may hold more, made for a larger --pairs)."""
+    paths = [os.path.join(folder, f"shard-{i:05d}.pt") for i in range(-(-pairs // shard_size))]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise RuntimeError(f"{folder} lacks {len(missing)} trajectory shard(s), e.g. {missing[0]}; rerun to make them")
     shards = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
-    if sum(len(s["prompts"]) for s in shards) < expected:
-        raise RuntimeError(f"{out}/trajectories holds fewer than {expected} trajectories; rerun to complete them")
-    return {"prompts": [p for s in shards for p in s["prompts"]], "states": torch.cat([s["states"] for s in shards]),
-            "x0": torch.cat([s["x0"] for s in shards])}
+    return {"prompts": [p for s in shards for p in s["prompts"]][:pairs],
+            "states": torch.cat([s["states"] for s in shards])[:pairs],
+            "x0": torch.cat([s["x0"] for s in shards])[:pairs]}
 
 
 # --- 2. regression -----------------------------------------------------------------------------------------
@@ -158,7 +182,7 @@ def train_causal(args) -> dict:
     teacher.transformer.requires_grad_(False)
     sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
     make_trajectories(acc, teacher, args, sigmas)
-    data = load_trajectories(args.out, args.pairs)
+    data = load_trajectories(trajectory_folder(args), args.pairs, args.shard_size)
     text_bank = {p: teacher.text_encoder.encode(p).cpu() for p in sorted(set(data["prompts"]))}
 
     student = copy.deepcopy(teacher.transformer).requires_grad_(True).train()

@@ -54,6 +54,9 @@ def add_causal_args(p) -> None:
     p.add_argument("--latent-frames", type=int, default=21, help="trajectory length in latent frames (21: 5 s)")
     p.add_argument("--pairs", type=int, default=1024, help="teacher trajectories to generate")
     p.add_argument("--shard-size", type=int, default=16, help="trajectories per shard file")
+    p.add_argument("--trajectories", default=None,
+                   help="folder of the teacher trajectories (default OUT/trajectories); they do not depend on the "
+                        "memory mode, so the hybrid, sink and window students can share one folder")
     p.add_argument("--ode-substeps", type=int, default=8, help="teacher Euler steps between two student sigmas")
     p.add_argument("--guidance", type=float, default=3.0, help="teacher classifier-free guidance")
     p.add_argument("--steps", type=int, default=4000)
