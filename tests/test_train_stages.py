@@ -3,6 +3,7 @@ real recipe on the `test` preset: losses are finite, parameters move, checkpoint
 students load and stream."""
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -175,3 +176,33 @@ def test_default_model_is_the_shipped_checkpoint_when_present(runs, tmp_path, mo
                  "--to", config.SHIPPED_DEFAULT]) == 0
     assert config.default_model() == config.SHIPPED_DEFAULT
     assert VideoSSMPipeline.from_pretrained(config.default_model()).trained
+
+
+def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp_path):
+    recipe = tmp_path / "runs"
+    recipe.mkdir()
+    os.symlink(runs["teacher"], recipe / "teacher")  # the recipe's folder names; the VAE run is missing
+    for stage in ("causal", "dmd", "long"):
+        os.symlink(runs[stage], recipe / f"{stage}-hybrid")
+    assets = tmp_path / "assets"
+    assert main(["train", "ship", "--student", os.path.join(runs["long"], "student"),
+                 "--to", str(assets / "videossm-hybrid")]) == 0
+    eval_dir = tmp_path / "eval"
+    assert main(["eval-world", "--systems", "renderer", "--videos", "1", "--seconds", "2", "--out-dir", str(eval_dir),
+                 "--no-progress", "--bootstrap", "20"]) == 0
+    card = assets / "MODEL_CARD.md"
+    assert main(["train", "card", "--runs", str(recipe), "--eval", str(eval_dir), "--to", str(card)]) == 0
+    text = card.read_text()
+    teacher_cmd = json.load(open(os.path.join(runs["teacher"], "metrics.json")))["command"]
+    assert teacher_cmd and f"`{teacher_cmd}`" in text  # the command the run recorded, verbatim
+    assert "| vae | " in text and "not run yet" in text  # the missing VAE run is said, not hidden
+    assert "| `assets/videossm-hybrid` | hybrid | yes |" in text and "| `assets/videossm-sink` | sink | not yet |" in text
+    assert (eval_dir / "table.md").read_text().strip() in text
+    assert (assets / "model_card_curves.png").exists()
+    assert "red triangle on purple" in text  # the held-out combinations, from the split itself
+
+
+def test_model_card_names_a_missing_eval_table(tmp_path, capsys):
+    assert main(["train", "card", "--runs", str(tmp_path), "--eval", str(tmp_path / "nope"),
+                 "--to", str(tmp_path / "card.md")]) == 2
+    assert "holds no table.md" in capsys.readouterr().err

@@ -173,6 +173,8 @@ TRAIN_STAGES = {
              "stage 4: long self-rollout (60 s streams, memory, prompt switches), DMD on each 5 s chunk"),
     "ship": ("videossm.train.ship", "ship", "add_ship_args",
              "copy a trained student into assets/ with fp16 weights (the shipped checkpoints)"),
+    "card": ("videossm.train.card", "card", "add_card_args",
+             "write the model card of the shipped checkpoints from the runs' metrics and an eval-world table"),
 }
 
 

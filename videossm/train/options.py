@@ -111,3 +111,11 @@ def add_long_args(p) -> None:
 def add_ship_args(p) -> None:
     p.add_argument("--student", required=True, help="a trained student folder (e.g. runs/long-hybrid/student)")
     p.add_argument("--to", required=True, help="target folder, e.g. assets/videossm-hybrid (replaced if present)")
+
+
+def add_card_args(p) -> None:
+    p.add_argument("--runs", default="runs", help="the recipe's run folder (vae/, teacher/, causal-MODE/, ...)")
+    p.add_argument("--to", default="assets/MODEL_CARD.md", help="the card to write")
+    p.add_argument("--eval", default=None, help="an eval-world --out-dir (its table.md and curves.png)")
+    p.add_argument("--assets", default=None, help="where the shipped checkpoints are (default: the card's folder)")
+    p.add_argument("--modes", default=None, help="comma-separated memory modes (default hybrid,sink,window)")
