@@ -38,8 +38,9 @@ from ..models.transformer import VideoSSMTransformer
 from ..sampling.ode import ode_sigmas, sample_ode
 from ..sampling.scheduler import denoising_sigmas
 from ..world import sample_prompt
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at, optimizer_step, plot_losses,
-                     progress, read_csv, set_lr, step_seed, write_json)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
+                     progress, read_csv, set_lr, step_seed, write_json,
+                     write_stage_metrics)
 from .data import batch_rng
 
 
@@ -231,10 +232,8 @@ def train_causal(args) -> dict:
         export_student(shadow.student, teacher, stream_config, student_dir,
                        f"causal student ({args.memory}), ODE-regression init, {state.step} steps (stage 2)")
         losses = read_csv(log.path)["loss"]
-        result = {"stage": "causal", "memory": args.memory, "steps": state.step, "pairs": args.pairs,
-                  "final_loss": round(float(np.mean(losses[-10:])), 5), "wall_seconds": round(state.seconds(), 1),
-                  "student_dir": student_dir, "hardware": hardware(acc), "command": getattr(args, "command_line", None)}
-        write_json(os.path.join(args.out, "metrics.json"), result)
+        result = write_stage_metrics(args, acc, state, "causal", memory=args.memory, pairs=args.pairs,
+                                     final_loss=round(float(np.mean(losses[-10:])), 5), student_dir=student_dir)
         acc.print(f"saved {student_dir}; final loss {result['final_loss']}")
     acc.wait_for_everyone()
     return result

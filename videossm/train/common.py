@@ -354,6 +354,15 @@ def hardware(acc=None) -> dict:
     return info
 
 
+def write_stage_metrics(args, acc, state, stage: str, **fields) -> dict:
+    """A finished stage's `out/metrics.json`: what it measured plus the record every stage keeps and
+    `train card` reads (stage, steps, wall time, hardware, the command that ran it). Returns the dict."""
+    result = {"stage": stage, **fields, "steps": state.step, "wall_seconds": round(state.seconds(), 1),
+              "hardware": hardware(acc), "command": getattr(args, "command_line", None)}
+    write_json(os.path.join(args.out, "metrics.json"), result)
+    return result
+
+
 def write_json(path: str, obj) -> None:
     """Write JSON atomically (temp file, then os.replace)."""
     tmp = f"{path}.tmp{os.getpid()}"

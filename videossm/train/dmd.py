@@ -37,8 +37,8 @@ from ..sampling.ode import guided_velocity, shift_sigma
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import parse_prompt, sample_prompt, switch_candidates
 from .causal import check_frames, export_student, load_checkpoint
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at, optimizer_step, plot_losses,
-                     progress, read_csv, set_lr, step_seed, write_json)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
+                     progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import batch_rng
 
 
@@ -210,13 +210,11 @@ def _train(args, stage: str) -> dict:
                        f"VideoSSM student ({stream_config.memory}), {stage} stage, {state.step} steps")
         cols = read_csv(log.path)
         dmd = cols["dmd_loss"][np.isfinite(cols["dmd_loss"])]
-        result = {"stage": stage, "memory": stream_config.memory, "steps": state.step,
-                  "rollout_frames": args.rollout_frames, "latent_frames": args.latent_frames,
-                  "final_critic_loss": round(float(np.mean(cols["critic_loss"][-10:])), 5),
-                  "final_dmd_loss": round(float(np.mean(dmd[-10:])), 5) if len(dmd) else None,
-                  "rollouts": rollout_index + 1, "wall_seconds": round(state.seconds(), 1),
-                  "student_dir": student_dir, "hardware": hardware(acc), "command": getattr(args, "command_line", None)}
-        write_json(os.path.join(args.out, "metrics.json"), result)
+        result = write_stage_metrics(
+            args, acc, state, stage, memory=stream_config.memory, rollout_frames=args.rollout_frames,
+            latent_frames=args.latent_frames, final_critic_loss=round(float(np.mean(cols["critic_loss"][-10:])), 5),
+            final_dmd_loss=round(float(np.mean(dmd[-10:])), 5) if len(dmd) else None, rollouts=rollout_index + 1,
+            student_dir=student_dir)
         acc.print(f"saved {student_dir}")
     acc.wait_for_everyone()
     return result

@@ -39,8 +39,8 @@ from ..models.transformer import VideoSSMTransformer
 from ..models.vae import StreamingDecoder, to_uint8_frames
 from ..sampling.ode import sample_ode, shift_sigma
 from ..world import sample_prompt, vocabulary
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at, optimizer_step, plot_losses,
-                     progress, read_csv, set_lr, step_seed, write_json)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
+                     progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import WorldLatents, batch_rng, check_geometry, load_frozen_vae
 
 SAMPLE_SEED = 20251207
@@ -188,11 +188,9 @@ def train_teacher(args) -> dict:
         samples = write_samples(transformer, ema_text, vae, os.path.join(args.out, "samples", "final"),
                                 args.latent_frames, args.sample_steps, args.guidance, StreamConfig().shift)
         losses = read_csv(log.path)["loss"]
-        result = {"stage": "teacher", "steps": state.step, "batch": args.batch * acc.num_processes,
-                  "final_loss": round(float(np.mean(losses[-10:])), 5), "wall_seconds": round(state.seconds(), 1),
-                  "teacher_dir": teacher_dir, "samples": samples, "hardware": hardware(acc),
-                  "command": getattr(args, "command_line", None)}
-        write_json(os.path.join(args.out, "metrics.json"), result)
+        result = write_stage_metrics(args, acc, state, "teacher", batch=args.batch * acc.num_processes,
+                                     final_loss=round(float(np.mean(losses[-10:])), 5), teacher_dir=teacher_dir,
+                                     samples=samples)
         acc.print(f"saved {teacher_dir}; final loss {result['final_loss']}")
     acc.wait_for_everyone()
     return result

@@ -62,8 +62,8 @@ from diffusers import AutoencoderKLWan
 from ..config import ConfigError
 from ..models.vae import StreamingDecoder, decode_frames, to_uint8_frames, vae_config
 from ..world import Clip, sample_training_clip
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, hardware, lr_at, optimizer_step, plot_losses,
-                     progress, set_lr, step_seed, write_json)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
+                     progress, set_lr, step_seed, write_stage_metrics)
 
 EVAL_SEED = 20251205  # fixed eval clips, independent of --seed
 STATS_SEED = 20251206
@@ -277,23 +277,20 @@ def finalize(args, acc, state, model, ema, evaluate, cfg) -> dict:
     vae_dir = os.path.join(args.out, "vae")
     vae.save_pretrained(vae_dir)
     decode_s = time_streaming_decode(vae.cpu(), args.size)
-    result = {
-        "stage": "vae", **{k: round(v, 3) for k, v in metrics.items()},
+    result = write_stage_metrics(args, acc, state, "vae", **{
+        **{k: round(v, 3) for k, v in metrics.items()},
         "raw_weights": {k: round(v, 3) for k, v in raw.items()},
-        "steps": state.step, "batch": args.batch * acc.num_processes, "frames": args.frames, "size": args.size,
+        "batch": args.batch * acc.num_processes, "frames": args.frames, "size": args.size,
         "crop": args.crop if args.crop and args.crop < args.size else None,
-        "wall_seconds": round(state.seconds(), 1),
         "decode_s_per_block": round(decode_s, 4),
         "decode_note": "StreamingDecoder.decode, 3 latent frames -> 12 frames, torch 1 thread, CPU, median",
         "params": sum(p.numel() for p in vae.parameters()),
         "decoder_params": sum(p.numel() for p in vae.decoder.parameters()),
         "eval": {"clips_per_split": args.eval_clips, "frames": args.eval_frames, "weights": "EMA",
                  "psnr": "mean over clips of PSNR (uint8, all frames), posterior mode"},
-        "loss": f"L1 + {args.object_weight:g} * L1(object pixels) + {args.kl_weight:g} * KL (posterior sample)", "lr": args.lr, "ema": args.ema,
-        "latents_mean": mean, "latents_std": std, "vae_config": cfg, "vae_dir": vae_dir,
-        "hardware": hardware(acc), "command": getattr(args, "command_line", None),
-    }
-    write_json(os.path.join(args.out, "metrics.json"), result)
+        "loss": f"L1 + {args.object_weight:g} * L1(object pixels) + {args.kl_weight:g} * KL (posterior sample)",
+        "lr": args.lr, "ema": args.ema, "latents_mean": mean, "latents_std": std, "vae_config": cfg,
+        "vae_dir": vae_dir})
     acc.print(f"saved {vae_dir}; PSNR train {metrics['psnr_train']:.2f} dB, held-out {metrics['psnr_heldout']:.2f} dB; "
               f"decode {decode_s * 1000:.0f} ms/block (1 thread)")
     return result
