@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_gated_delta_rule_inputs, check_memory_readout_inputs
+from ._inputs import memory_path_inputs
 from .gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
 from .memory_readout import memory_readout as _reference_memory_readout
 
@@ -449,14 +450,8 @@ def warmup(
     return name
 
 
-def _run_once(device: torch.device, *, num_heads: int, key_dim: int, value_dim: int, evicted_tokens: int,
-              query_tokens: int, dtype: torch.dtype, batch_size: int) -> None:
-    """One eviction update and one read-out through the dispatch, with the memory's dtypes (g, beta, state fp32)."""
-    B, H, K, V, T, N = batch_size, num_heads, key_dim, value_dim, evicted_tokens, query_tokens
-    k = torch.nn.functional.normalize(torch.randn(B, T, H, K, device=device), dim=-1).to(dtype)  # [B, T, H, K]
-    v = torch.randn(B, T, H, V, device=device, dtype=dtype)  # [B, T, H, V]
-    g, beta = -torch.rand(B, T, H, device=device), torch.rand(B, T, H, device=device)  # [B, T, H] fp32
-    state = gated_delta_rule_update(k, v, g, beta, initial_state=torch.zeros(B, H, K, V, device=device))
-    q = torch.nn.functional.normalize(torch.randn(B, N, H, K, device=device), dim=-1).to(dtype)  # [B, N, H, K]
-    gate = torch.randn(B, N, H, V, device=device, dtype=dtype)  # [B, N, H, V]
-    memory_readout(q, state, gate, torch.ones(V, device=device, dtype=dtype), torch.rand(1, N, 1, 1, device=device))
+def _run_once(device: torch.device, **shapes) -> None:
+    """One eviction update and one read-out through the dispatch, on `memory_path_inputs` of these shapes."""
+    x = memory_path_inputs(device, **shapes)
+    state = gated_delta_rule_update(x.k, x.v, x.g, x.beta, initial_state=x.initial_state)
+    memory_readout(x.q, state, x.gate, x.norm_weight, x.router)

@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from .._inputs import memory_path_inputs
 from ._common import INTERPRET
 from .gated_delta_rule import gated_delta_rule, gated_delta_rule_update
 from .memory_readout import memory_readout
@@ -51,24 +52,13 @@ def warmup(
     if key in _WARMED:
         return False
     start = time.perf_counter()
-    B, H, K, V, T, N = batch_size, num_heads, key_dim, value_dim, evicted_tokens, query_tokens
-    gen = torch.Generator(device="cpu").manual_seed(0)
-
-    def randn(*shape: int, dt: torch.dtype = dtype) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen).to(device=device, dtype=dt)
-
-    k = torch.nn.functional.normalize(randn(B, T, H, K, dt=torch.float32), dim=-1).to(dtype)  # [B, T, H, K]
-    v = randn(B, T, H, V)  # [B, T, H, V]
-    g = -torch.rand(B, T, H, generator=gen).to(device)  # [B, T, H] fp32 log decay
-    beta = torch.rand(B, T, H, generator=gen).to(device)  # [B, T, H] fp32
-    state = gated_delta_rule_update(k, v, g, beta, initial_state=torch.zeros(B, H, K, V, device=device))
-    q = torch.nn.functional.normalize(randn(B, N, H, K, dt=torch.float32), dim=-1).to(dtype)  # [B, N, H, K]
-    gate = randn(B, N, H, V)  # [B, N, H, V]
-    router = torch.rand(1, N, 1, 1, generator=gen).to(device)  # [1, N, 1, 1] fp32, as the router gives it
-    memory_readout(q, state, gate, torch.ones(V, device=device, dtype=dtype), router)
+    x = memory_path_inputs(device, num_heads=num_heads, key_dim=key_dim, value_dim=value_dim,
+                           evicted_tokens=evicted_tokens, query_tokens=query_tokens, dtype=dtype, batch_size=batch_size)
+    state = gated_delta_rule_update(x.k, x.v, x.g, x.beta, initial_state=x.initial_state)
+    memory_readout(x.q, state, x.gate, x.norm_weight, x.router)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     _WARMED.add(key)
-    logger.info("triton memory kernels ready for H=%d K=%d V=%d %s on %s in %.1f s", H, K, V, dtype, device,
-                time.perf_counter() - start)
+    logger.info("triton memory kernels ready for H=%d K=%d V=%d %s on %s in %.1f s", num_heads, key_dim, value_dim,
+                dtype, device, time.perf_counter() - start)
     return True
