@@ -167,6 +167,28 @@ def test_ship_halves_the_transformer_and_loads_the_same_model(runs, tmp_path):
     assert main(["train", "ship", "--student", fresh, "--to", str(tmp_path / "x")]) == 2
 
 
+def test_ship_with_a_decoder_retrained_on_the_students_encoder(runs, tmp_path, capsys):
+    student = os.path.join(runs["causal"], "student")
+    dec = str(tmp_path / "dec")
+    assert main(["train", "vae", "--out", dec, "--encoder-from", os.path.join(student, "vae"), "--z-dim", "4",
+                 "--base-dim", "4", "--size", "32", "--seconds", "1", "--frames", "9", "--batch", "1", "--steps", "1",
+                 "--eval-clips", "1", "--eval-frames", "9", "--cpu"]) == 0
+    target = str(tmp_path / "shipped")
+    assert main(["train", "ship", "--student", student, "--to", target, "--vae", os.path.join(dec, "vae")]) == 0
+    shipped = AutoencoderKLWan.from_pretrained(os.path.join(target, "vae")).state_dict()
+    retrained = AutoencoderKLWan.from_pretrained(os.path.join(dec, "vae")).state_dict()
+    assert all(torch.equal(v, retrained[k]) for k, v in shipped.items())
+    assert VideoSSMPipeline.from_pretrained(target).generate("a red circle moving right on a gray background",
+                                                             seconds=1, seed=3)[0].shape[0] > 0
+    # a VAE with another encoder would decode another latent space: refused, naming the difference
+    other = str(tmp_path / "other")
+    torch.manual_seed(1)
+    AutoencoderKLWan(**vae_config(z_dim=4, base_dim=4)).save_pretrained(other)
+    assert main(["train", "ship", "--student", student, "--to", str(tmp_path / "x"), "--vae", other]) == 2
+    assert "its encoder differs" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x")
+
+
 def test_default_model_is_the_shipped_checkpoint_when_present(runs, tmp_path, monkeypatch):
     import videossm.config as config
 

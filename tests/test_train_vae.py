@@ -140,6 +140,9 @@ def test_cli_train_vae_resume_logs_and_saved_vae(tmp_path):
     assert set(rows[0]) == {"step", "loss", "l1", "l1_object", "kl", "psnr_batch", "lr", "seconds"}
     for png in ("loss.png", "eval.png"):
         assert os.path.getsize(os.path.join(out, png)) > 1000
+    from PIL import Image
+    preview = np.asarray(Image.open(os.path.join(out, "recon.png")))
+    assert preview.shape == (2 * (14 + 2 * 32), 6 * 32, 3)  # --eval-clips 1: a train and a held-out clip, each label, original, recon
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["steps"] == 3 and np.isfinite(metrics["psnr_heldout"]) and metrics["decode_s_per_block"] > 0
     assert {"cpu_count", "torch"} <= set(metrics["hardware"])
@@ -156,3 +159,36 @@ def test_cli_train_vae_resume_logs_and_saved_vae(tmp_path):
     assert torch.equal(torch.cat([first, rest], 2), dec.decode_full(lat))  # streaming == diffusers' decode
     assert main(["train", "vae", "--out", out, "--base-dim", "8", "--steps", "3", "--size", "32",
                  "--seconds", "1", "--frames", "9", "--cpu"]) == 2  # other config, same folder: refused
+
+
+def test_cli_train_vae_decoder_only_keeps_the_latent_space(tmp_path, capsys):
+    """--encoder-from: the encoder (and so every latent a transformer was trained on) is the source's, bit for
+    bit; only the decoder trains; the latent statistics are the source's."""
+    src, out = str(tmp_path / "src"), str(tmp_path / "dec")
+    common = ["--size", "32", "--seconds", "1", "--frames", "9", "--batch", "1", "--z-dim", "4", "--eval-every", "2",
+              "--eval-clips", "1", "--eval-frames", "9", "--stats-clips", "2", "--cpu", "--steps", "2"]
+    assert main(["train", "vae", "--out", src] + common) == 0
+    assert main(["train", "vae", "--out", out, "--encoder-from", os.path.join(src, "vae"), "--decoder-dim", "4",
+                 "--lr", "1e-2"] + common) == 0
+    source = AutoencoderKLWan.from_pretrained(os.path.join(src, "vae")).state_dict()
+    trained = AutoencoderKLWan.from_pretrained(os.path.join(out, "vae"))
+    assert trained.config.decoder_base_dim == 4
+    enc = {k: v for k, v in trained.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}
+    assert enc and all(torch.equal(v, source[k]) for k, v in enc.items())
+    src_cfg = AutoencoderKLWan.from_pretrained(os.path.join(src, "vae")).config
+    assert list(trained.config.latents_mean) == list(src_cfg.latents_mean)
+    assert list(trained.config.latents_std) == list(src_cfg.latents_std)
+    assert json.load(open(os.path.join(out, "metrics.json")))["encoder_from"] == os.path.join(src, "vae")
+
+    # the same decoder size continues the source's decoder, which then changes
+    cont = str(tmp_path / "cont")
+    assert main(["train", "vae", "--out", cont, "--encoder-from", os.path.join(src, "vae"), "--lr", "1e-2"] + common) == 0
+    after = AutoencoderKLWan.from_pretrained(os.path.join(cont, "vae")).state_dict()
+    assert any(not torch.equal(after[k], source[k]) for k in after if k.startswith("decoder."))
+    assert all(torch.equal(after[k], source[k]) for k in after if k.startswith("encoder."))
+
+    assert main(["train", "vae", "--out", str(tmp_path / "bad"), "--encoder-from", os.path.join(src, "vae"),
+                 "--base-dim", "16"] + common) == 2  # another encoder: refused, naming base_dim
+    assert "base_dim 8 != 16" in capsys.readouterr().err
+    assert main(["train", "vae", "--out", str(tmp_path / "bad2"), "--encoder-from", str(tmp_path)] + common) == 2
+    assert "not a saved VAE folder" in capsys.readouterr().err

@@ -99,6 +99,10 @@ def add_train_vae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     p.add_argument("--resume", action="store_true",
                    help="require a checkpoint in --out (a run always resumes from its latest one when present)")
+    p.add_argument("--encoder-from", default=None, metavar="VAE_DIR",
+                   help="train only a decoder on the frozen encoder of this saved VAE (its vae/ folder): the "
+                        "latent space, and so every transformer trained on it, stays the same; the decoder "
+                        "starts from VAE_DIR's when --decoder-dim matches, else fresh")
 
 
 def cmd_generate(args) -> int:

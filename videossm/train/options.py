@@ -111,6 +111,9 @@ def add_long_args(p) -> None:
 def add_ship_args(p) -> None:
     p.add_argument("--student", required=True, help="a trained student folder (e.g. runs/long-hybrid/student)")
     p.add_argument("--to", required=True, help="target folder, e.g. assets/videossm-hybrid (replaced if present)")
+    p.add_argument("--vae", default=None, metavar="VAE_DIR",
+                   help="ship this VAE instead of the student's: a decoder retrained with `train vae --encoder-from` "
+                        "(its encoder and latent statistics must equal the student's)")
 
 
 def add_card_args(p) -> None:

@@ -6,6 +6,10 @@ fp16 halves the size (the 6.5M-parameter `tiny` transformer: 13 MB instead of 26
 shipped variants (hybrid, sink, window) stay within the ~50 MB budget; loading casts the weights back to
 the model's dtype (float32 on a CPU). The copy is written beside the target and moved into place, so an
 interrupted ship never leaves a half-written model where the app looks for one.
+
+`--vae DIR` ships another VAE in place of the student's: a decoder trained later on the same frozen
+encoder (`train vae --encoder-from`), which decodes the very latents the student was trained on. It is
+refused unless its encoder weights and latent statistics equal the student's VAE's.
 """
 
 from __future__ import annotations
@@ -13,10 +17,30 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
+import torch
 
 from ..weights.checkpoint import TRANSFORMER_NAME, CheckpointError, load_safetensors, read_config
 
 
+def check_same_latent_space(student_vae: str, vae: str) -> None:
+    """Raises CheckpointError unless `vae` has the student VAE's encoder and latent statistics."""
+    from diffusers import AutoencoderKLWan
+
+    if not os.path.isfile(os.path.join(vae, "config.json")):
+        raise CheckpointError(f"--vae {vae!r} is not a saved VAE folder (no config.json)")
+    ours, theirs = AutoencoderKLWan.from_pretrained(student_vae), AutoencoderKLWan.from_pretrained(vae)
+    for key in ("z_dim", "latents_mean", "latents_std"):
+        if list(np.atleast_1d(ours.config[key])) != list(np.atleast_1d(theirs.config[key])):
+            raise CheckpointError(f"--vae {vae}: its {key} differs from the student's VAE ({student_vae}); it "
+                                  f"would decode another latent space")
+    a, b = ours.state_dict(), theirs.state_dict()
+    enc = [k for k in a if k.startswith(("encoder.", "quant_conv."))]
+    differ = [k for k in enc if k not in b or a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
+    if differ:
+        raise CheckpointError(f"--vae {vae}: its encoder differs from the student's VAE ({student_vae}) in "
+                              f"{len(differ)} tensors, e.g. {differ[0]}; train it with `train vae --encoder-from "
+                              f"{student_vae}`")
 
 
 def ship(args) -> dict:
@@ -28,12 +52,18 @@ def ship(args) -> dict:
     target = os.path.normpath(args.to)
     staging = f"{target}.partial"
     shutil.rmtree(staging, ignore_errors=True)
+    if args.vae:
+        check_same_latent_space(os.path.join(args.student, "vae"), args.vae)
     shutil.copytree(args.student, staging, ignore=shutil.ignore_patterns(TRANSFORMER_NAME))
+    if args.vae:
+        shutil.rmtree(os.path.join(staging, "vae"))
+        shutil.copytree(args.vae, os.path.join(staging, "vae"))
     weights = load_safetensors(os.path.join(args.student, TRANSFORMER_NAME))
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in weights.items()}
     save_file(half, os.path.join(staging, TRANSFORMER_NAME))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
-    print(f"shipped {args.student} -> {target} ({size / 2**20:.1f} MiB, transformer in fp16)")
-    return {"target": target, "bytes": size}
+    vae_note = f", VAE from {args.vae}" if args.vae else ""
+    print(f"shipped {args.student} -> {target} ({size / 2**20:.1f} MiB, transformer in fp16{vae_note})")
+    return {"target": target, "bytes": size, "vae": args.vae}

@@ -142,6 +142,23 @@ def clip_psnr(vae: AutoencoderKLWan, clips: list[Clip], split: str) -> dict[str,
     return {f"psnr_{split}" + ("" if k == "all" else f"_{k}"): float(np.mean(v)) for k, v in out.items() if v}
 
 
+def save_preview(vae: AutoencoderKLWan, clips: list[Clip], path: str, columns: int = 6) -> None:
+    """A PNG to look at shapes with: per clip, a row of original frames over a row of their reconstruction
+    (`columns` frames evenly spread over the clip), with the clip's prompt above."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for clip in clips:
+        x, r = clip.frames, reconstruct(vae, clip.frames)
+        idx = np.linspace(0, len(x) - 1, columns).round().astype(int)
+        strip = np.concatenate([np.concatenate(list(x[idx]), axis=1), np.concatenate(list(r[idx]), axis=1)], axis=0)
+        label = Image.new("RGB", (strip.shape[1], 14), "white")
+        ImageDraw.Draw(label).text((2, 1), clip.prompt, fill="black")
+        rows += [np.asarray(label), strip]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
 @torch.no_grad()
 def latent_stats(vae: AutoencoderKLWan, clips: list[np.ndarray]) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the posterior mode; std floored at 1% of the largest (dead channels)."""
@@ -191,20 +208,55 @@ def check_args(args) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
 
+ENCODER_KEYS = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample", "patch_size",
+                "in_channels", "is_residual")
+
+
+def frozen_encoder_source(path: str, cfg: dict) -> AutoencoderKLWan:
+    """The saved VAE whose encoder a decoder-only run keeps; its encoder config must equal `cfg`'s."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(f"--encoder-from {path!r} is not a saved VAE folder (no config.json); pass the vae/ "
+                          f"folder of a `train vae` run")
+    source = AutoencoderKLWan.from_pretrained(path)
+    built = AutoencoderKLWan(**cfg).config
+    diff = [f"{k} {source.config.get(k)!r} != {built.get(k)!r}" for k in ENCODER_KEYS
+            if source.config.get(k) != built.get(k)]
+    if diff:
+        raise ConfigError(f"--encoder-from {path}: its encoder differs from this run's flags ({'; '.join(diff)}); "
+                          f"pass the flags it was trained with (only --decoder-dim may change)")
+    return source
+
+
+def encoder_part(name: str) -> bool:
+    return name.startswith(("encoder.", "quant_conv."))
+
+
 def train_vae(args) -> dict:
     check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     acc = Accelerator(cpu=args.cpu)
     cfg = vae_config(args.z_dim, args.base_dim, args.patch, args.dim_mult, args.res_blocks, args.decoder_dim)
+    source = frozen_encoder_source(args.encoder_from, cfg) if args.encoder_from else None
     # What must match to resume; the rest (steps, lr, batch...) may change between sessions.
-    ckpt = Checkpointer(args.out, config={"stage": "vae", "vae": cfg, "size": args.size, "seed": args.seed},
+    ckpt = Checkpointer(args.out, config={"stage": "vae", "vae": cfg, "size": args.size, "seed": args.seed,
+                                          **({"encoder_from": os.path.abspath(args.encoder_from)} if source else {})},
                         keep=2)
     torch.manual_seed(args.seed)
     model = VAELoss(AutoencoderKLWan(**cfg))
-    with torch.no_grad():  # start the posterior narrow: at log-variance 0 the decoder would see mostly noise
-        model.vae.quant_conv.bias[cfg["z_dim"]:] = args.logvar_init
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if source is None:
+        with torch.no_grad():  # start the posterior narrow: at log-variance 0 the decoder would see mostly noise
+            model.vae.quant_conv.bias[cfg["z_dim"]:] = args.logvar_init
+    else:  # decoder-only: the source's encoder (and its decoder too when the shapes match), encoder frozen
+        same_decoder = source.config.get("decoder_base_dim") == model.vae.config.get("decoder_base_dim")
+        model.vae.load_state_dict({k: v for k, v in source.state_dict().items() if same_decoder or encoder_part(k)},
+                                  strict=same_decoder)
+        for name, p in model.vae.named_parameters():
+            p.requires_grad_(not encoder_part(name))
+        acc.print(f"decoder-only: encoder frozen from {args.encoder_from}; decoder "
+                  f"{'continued from it' if same_decoder else 'trained from scratch'}")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.99),
+                            weight_decay=0.0)
     model, opt = acc.prepare(model, opt)
     ema = EMA(acc.unwrap_model(model), decay=args.ema)
     state = ckpt.resume(acc, model, opt, ema, require=args.resume)
@@ -213,6 +265,7 @@ def train_vae(args) -> dict:
     eval_log = CSVLogger(os.path.join(args.out, "eval.csv"), resume_step=state.step, main=main)
     eval_sets = {split: fixed_clips(split, args.eval_clips, args.eval_frames, args.size)
                  for split in ("train", "heldout")} if main else {}
+    preview_clips = eval_sets["train"][:2] + eval_sets["heldout"][:2] if main else []
 
     def evaluate(weights: str = "ema") -> tuple[dict, AutoencoderKLWan]:
         vae = copy.deepcopy(acc.unwrap_model(model).vae).eval()
@@ -247,8 +300,9 @@ def train_vae(args) -> dict:
             log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
             bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr_batch']:.1f}")
         if main and (state.step % args.eval_every == 0 or state.step == args.steps):
-            metrics, _ = evaluate()
+            metrics, vae = evaluate()
             eval_log.log(step=state.step, **metrics, seconds=round(state.seconds(), 2))
+            save_preview(vae, preview_clips, os.path.join(args.out, "recon.png"))
             acc.print(f"step {state.step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in metrics.items()))
             plot_losses(eval_log.path, os.path.join(args.out, "eval.png"), title="EMA reconstruction PSNR (dB)")
         if state.step % args.save_every == 0 or state.step == args.steps:
@@ -262,20 +316,25 @@ def train_vae(args) -> dict:
     if main:
         if os.path.exists(log.path):
             plot_losses(log.path, os.path.join(args.out, "loss.png"), title="VAE training")
-        result = finalize(args, acc, state, model, ema, evaluate, cfg)
+        result = finalize(args, acc, state, model, ema, evaluate, cfg, preview_clips, source)
     acc.wait_for_everyone()
     return result
 
 
-def finalize(args, acc, state, model, ema, evaluate, cfg) -> dict:
-    """EMA weights + latent statistics -> out/vae, and metrics.json."""
+def finalize(args, acc, state, model, ema, evaluate, cfg, preview_clips: list[Clip],
+             source: AutoencoderKLWan | None) -> dict:
+    """EMA weights + latent statistics (a decoder-only run keeps its source's) -> out/vae, and metrics.json."""
     raw, _ = evaluate("raw")
     metrics, vae = evaluate("ema")
-    stats_clips = [c.frames for c in fixed_clips("train", args.stats_clips, args.eval_frames, args.size, STATS_SEED)]
-    mean, std = latent_stats(vae, stats_clips)
+    if source is not None:
+        mean, std = list(source.config.latents_mean), list(source.config.latents_std)
+    else:
+        stats_clips = [c.frames for c in fixed_clips("train", args.stats_clips, args.eval_frames, args.size, STATS_SEED)]
+        mean, std = latent_stats(vae, stats_clips)
     vae.register_to_config(latents_mean=mean, latents_std=std)
     vae_dir = os.path.join(args.out, "vae")
     vae.save_pretrained(vae_dir)
+    save_preview(vae, preview_clips, os.path.join(args.out, "recon.png"))
     decode_s = time_streaming_decode(vae.cpu(), args.size)
     result = write_stage_metrics(args, acc, state, "vae", **{
         **{k: round(v, 3) for k, v in metrics.items()},
@@ -289,7 +348,7 @@ def finalize(args, acc, state, model, ema, evaluate, cfg) -> dict:
         "eval": {"clips_per_split": args.eval_clips, "frames": args.eval_frames, "weights": "EMA",
                  "psnr": "mean over clips of PSNR (uint8, all frames), posterior mode"},
         "loss": f"L1 + {args.object_weight:g} * L1(object pixels) + {args.kl_weight:g} * KL (posterior sample)",
-        "lr": args.lr, "ema": args.ema, "latents_mean": mean, "latents_std": std, "vae_config": cfg,
+        "encoder_from": args.encoder_from, "lr": args.lr, "ema": args.ema, "latents_mean": mean, "latents_std": std, "vae_config": cfg,
         "vae_dir": vae_dir})
     acc.print(f"saved {vae_dir}; PSNR train {metrics['psnr_train']:.2f} dB, held-out {metrics['psnr_heldout']:.2f} dB; "
               f"decode {decode_s * 1000:.0f} ms/block (1 thread)")
