@@ -1,6 +1,12 @@
 """Stage 0: train the tiny `AutoencoderKLWan` on the procedural world.
 
-    python -m videossm train vae --out runs/vae --threads 1      # the shipped VAE: ~10 min on one CPU core
+    python -m videossm train vae --out runs/vae --threads 1      # the flag defaults: a small, fast VAE
+    # the recipe's VAE (scripts/train_recipe.sh): wide encoder, decoder capacity at low resolution
+    python -m videossm train vae --out runs/vae --base-dim 32 --dim-mult 1,2,4 --res-blocks 1 --decoder-dim 8 \
+        --object-weight 20 --steps 10000 --eval-every 1000
+    # later, a better decoder for the same latent space (the teacher and students stay valid)
+    python -m videossm train vae --out runs/vae-dec --encoder-from runs/vae/vae --base-dim 32 --dim-mult 1,2,4 \
+        --res-blocks 1 --decoder-dim 8 --object-weight 20 --steps 4000
 
 Data: clips rendered on the fly from the train split (`sample_training_clip`, all scenarios); from each a
 random window of `--frames` (1 + 4k) frames and a random `--crop` square. The batch of step s on process
@@ -19,8 +25,10 @@ Loss: a KL-regularised autoencoder, as Wan's VAE. Training decodes a *sample* of
 Gaussian posterior, so the decoder learns to tolerate small latent errors (the generator's latents are
 never exact); loss = L1(recon, x) + kl_weight * KL(posterior || N(0, 1)), both means over elements,
 with a small kl_weight (default 1e-4) that only keeps the latent scale bounded. `--object-weight W`
-adds W * L1 on the object's pixels (ground-truth masks from the renderer); off by default: at 400 steps
-it did not raise the object PSNR (nor did kl_weight 1e-6 or a wider encoder). The posterior starts
+adds W * L1 on the object's pixels (ground-truth masks from the renderer, averaged over all pixels):
+the prompt's colour and shape live in ~4% of a frame, and without it the object's own pixels stay far
+below the frame's PSNR (at 400 steps it made no difference; over 10000 steps weight 20 took a small
+VAE's object pixels from ~15 to 21-24 dB, see docs/TRAINING.md). The posterior starts
 narrow (log-variance bias -6), else the decoder would first see mostly noise. Evaluation, the latent
 statistics and every later stage use the posterior mode (mean). The decoder output is not clamped
 during training (a clamp would stop gradients of out-of-range pixels); evaluation clamps, as decode does.
@@ -34,9 +42,17 @@ geometry but runs the full-resolution stage at 64x64: the default (base_dim 8, d
 res block) decodes a block in ~0.05 s, tied for the best PSNR of the fast configs after 400 steps (their
 differences were within run-to-run noise, ~1.5 dB) and trains fastest.
 
-Known limit: after the default 1800 steps (~9 min, one core) whole frames reach ~22 dB, but the object's
-own pixels (`psnr_*_object`) only ~9 dB: the small saturated objects are mostly lost, which the prompts'
-colour and shape depend on. More steps are needed; a larger `--steps` continues a finished run.
+Only the decoder runs while streaming, so the recipe puts capacity where it is free (a wide encoder,
+--base-dim 32) or cheap (--dim-mult 1,2,4 over --decoder-dim 8: 8, 16, 32 channels at 64, 32, 16 px),
+~80 ms per block. The small defaults keep colour and motion but turn squares into round blobs.
+
+Decoder-only (`--encoder-from VAE_DIR`): the encoder and quant_conv are loaded from a saved VAE and
+frozen, its latent statistics are kept, and only the decoder trains (from the source's when
+--decoder-dim matches, else fresh). Every latent the transformer stages saw stays the same, so a better
+decoder can be trained while (or after) they run, and `train ship --vae` ships it with a student.
+
+Every eval writes `recon.png`: frames of two train and two held-out clips over their reconstruction.
+A larger `--steps` continues a finished run.
 
 At the end: EMA weights, per-channel `latents_mean` / `latents_std` of the posterior mode over
 training clips written into the VAE config (the generator's latents are then ~unit variance), the
