@@ -33,9 +33,10 @@ def small_setup(seed: int = 0):
 
 def train_step(model, opt, ema, step: int) -> float:
     frames, masks = training_batch(0, 0, step, batch=1, frames=9, seconds=1.0, size=32)
-    _, l1, l1_object, kl = model(to_pixels(frames), torch.from_numpy(masks).float(), torch.Generator().manual_seed(step))
-    assert 0 <= l1_object <= l1
-    loss = l1 + 10 * l1_object + 1e-4 * kl
+    _, l1, l1_object, kl, l1_edges = model(to_pixels(frames), torch.from_numpy(masks).float(),
+                                           torch.Generator().manual_seed(step))
+    assert 0 <= l1_object <= l1 and l1_edges > 0
+    loss = l1 + 10 * l1_object + 1e-4 * kl + l1_edges
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -182,7 +183,12 @@ def test_cli_train_vae_decoder_only_keeps_the_latent_space(tmp_path, capsys):
 
     # the same decoder size continues the source's decoder, which then changes
     cont = str(tmp_path / "cont")
-    assert main(["train", "vae", "--out", cont, "--encoder-from", os.path.join(src, "vae"), "--lr", "1e-2"] + common) == 0
+    assert main(["train", "vae", "--out", cont, "--encoder-from", os.path.join(src, "vae"), "--lr", "1e-2",
+                 "--edge-weight", "1", "--train-latents", "mode", "--log-every", "1"] + common) == 0
+    with open(os.path.join(cont, "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert all(np.isfinite(float(r["l1_edges"])) and float(r["l1_edges"]) > 0 for r in rows)
+    assert "1 * L1(image gradients), decoding the posterior mode" in json.load(open(os.path.join(cont, "metrics.json")))["loss"]
     after = AutoencoderKLWan.from_pretrained(os.path.join(cont, "vae")).state_dict()
     assert any(not torch.equal(after[k], source[k]) for k in after if k.startswith("decoder."))
     assert all(torch.equal(after[k], source[k]) for k in after if k.startswith("encoder."))

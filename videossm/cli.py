@@ -86,6 +86,12 @@ def add_train_vae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--object-weight", type=float, default=0.0,
                    help="extra L1 weight on the object's pixels (the world's ground-truth mask); 0: plain L1")
+    p.add_argument("--edge-weight", type=float, default=0.0,
+                   help="extra L1 weight on the image gradients (horizontal and vertical differences): sharper "
+                        "outlines; 0: off")
+    p.add_argument("--train-latents", choices=("sample", "mode"), default="sample",
+                   help="decode a posterior sample while training (the decoder learns to tolerate latent errors) "
+                        "or its mode (exact latents, sharper)")
     p.add_argument("--logvar-init", type=float, default=-6.0, help="initial posterior log-variance (bias)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)

@@ -92,19 +92,21 @@ def decode(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
 
 
 class VAELoss(nn.Module):
-    """Wraps the VAE so that accelerate's DDP sees one forward: (recon, l1, l1 on object pixels, kl)."""
+    """Wraps the VAE so that accelerate's DDP sees one forward: (recon, l1, l1 on object pixels, kl, l1 of
+    the image gradients). `sample`: decode a posterior sample (default) or its mode."""
 
-    def __init__(self, vae: AutoencoderKLWan):
+    def __init__(self, vae: AutoencoderKLWan, sample: bool = True):
         super().__init__()
-        self.vae = vae
+        self.vae, self.sample = vae, sample
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None):
         post = self.vae.encode(x).latent_dist
-        recon = decode(self.vae, post.sample(generator=generator))
+        recon = decode(self.vae, post.sample(generator=generator) if self.sample else post.mode())
         kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
         err = (recon - x).abs()
         l1_object = (err * mask[:, None]).mean() if mask is not None else err.new_zeros(())
-        return recon, err.mean(), l1_object, kl
+        l1_edges = sum((recon.diff(dim=d) - x.diff(dim=d)).abs().mean() for d in (-1, -2))  # sharp outlines
+        return recon, err.mean(), l1_object, kl, l1_edges
 
 
 def to_pixels(frames: np.ndarray) -> torch.Tensor:
@@ -259,7 +261,7 @@ def train_vae(args) -> dict:
                                           **({"encoder_from": os.path.abspath(args.encoder_from)} if source else {})},
                         keep=2)
     torch.manual_seed(args.seed)
-    model = VAELoss(AutoencoderKLWan(**cfg))
+    model = VAELoss(AutoencoderKLWan(**cfg), sample=args.train_latents == "sample")
     if source is None:
         with torch.no_grad():  # start the posterior narrow: at log-variance 0 the decoder would see mostly noise
             model.vae.quant_conv.bias[cfg["z_dim"]:] = args.logvar_init
@@ -300,8 +302,8 @@ def train_vae(args) -> dict:
                                        args.size, crop)
         x, mask = to_pixels(frames).to(acc.device), torch.from_numpy(masks).to(acc.device, torch.float32)
         gen = torch.Generator(device=acc.device).manual_seed(step_seed(args.seed, acc.process_index, step))
-        recon, l1, l1_object, kl = model(x, mask, gen)
-        loss = l1 + args.object_weight * l1_object + args.kl_weight * kl
+        recon, l1, l1_object, kl, l1_edges = model(x, mask, gen)
+        loss = l1 + args.object_weight * l1_object + args.kl_weight * kl + args.edge_weight * l1_edges
         acc.backward(loss)
         optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
@@ -310,6 +312,7 @@ def train_vae(args) -> dict:
         with torch.no_grad():
             mse = F.mse_loss(recon.clamp(-1, 1), x)
         means.add(loss=loss.item(), l1=l1.item(), l1_object=l1_object.item(), kl=kl.item(),
+                  **({"l1_edges": l1_edges.item()} if args.edge_weight else {}),
                   psnr_batch=(10 * torch.log10(4.0 / mse)).item())
         if state.step % args.log_every == 0 or state.step == args.steps:
             row = means.take()
@@ -363,7 +366,8 @@ def finalize(args, acc, state, model, ema, evaluate, cfg, preview_clips: list[Cl
         "decoder_params": sum(p.numel() for p in vae.decoder.parameters()),
         "eval": {"clips_per_split": args.eval_clips, "frames": args.eval_frames, "weights": "EMA",
                  "psnr": "mean over clips of PSNR (uint8, all frames), posterior mode"},
-        "loss": f"L1 + {args.object_weight:g} * L1(object pixels) + {args.kl_weight:g} * KL (posterior sample)",
+        "loss": f"L1 + {args.object_weight:g} * L1(object pixels) + {args.kl_weight:g} * KL + {args.edge_weight:g} * "
+                f"L1(image gradients), decoding the posterior {args.train_latents}",
         "encoder_from": args.encoder_from, "lr": args.lr, "ema": args.ema, "latents_mean": mean, "latents_std": std, "vae_config": cfg,
         "vae_dir": vae_dir})
     acc.print(f"saved {vae_dir}; PSNR train {metrics['psnr_train']:.2f} dB, held-out {metrics['psnr_heldout']:.2f} dB; "
