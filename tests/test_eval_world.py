@@ -15,8 +15,8 @@ from videossm.config import ConfigError
 from videossm.eval.world import corruptions as C
 from videossm.eval.world.harness import aggregate, bootstrap_mean, make_jobs, parse_system
 from videossm.eval.world.metrics import video_metrics
-from videossm.eval.world.probe import (PROBE_DIR, WEIGHTS_NAME, ProbeConfig, WorldProbe, evaluate_probe,
-                                       frames_with_truth, load_probe, train_probe)
+from videossm.eval.world.probe import (PROBE_DIR, WEIGHTS_NAME, ProbeConfig, WorldProbe, degrade, evaluate_probe,
+                                       frames_with_truth, gaussian_blur, load_probe, train_probe)
 from videossm.eval.world.tracking import estimate_track
 from videossm.world import HELD_OUT_COMBOS, is_held_out, parse_prompt, render_clip, sample_training_clip
 
@@ -61,6 +61,48 @@ def test_probe_training_step_and_checkpoint_round_trip(tmp_path):
     assert np.array_equal(a.x, b.x) and np.array_equal(a.color, b.color)
     with pytest.raises(FileNotFoundError, match="train probe"):
         load_probe(str(tmp_path / "missing"))
+
+
+def test_probe_trains_on_vae_reconstructions_and_validates_through_them(tmp_path, capsys):
+    from diffusers import AutoencoderKLWan
+
+    from videossm.models.vae import vae_config
+
+    vae_dir = str(tmp_path / "vae")
+    AutoencoderKLWan(**vae_config(z_dim=4, base_dim=4)).save_pretrained(vae_dir)
+    config = dataclasses.replace(ProbeConfig(), steps=2, batch=32, val_clips=2, val_frames_per_clip=2,
+                                 clip_seconds=0.6, vae_share=0.25, vae_clips=2)
+    result = train_probe(config, str(tmp_path / "probe"), progress=False, vae_dir=vae_dir)
+    report = result["validation"]
+    assert {"heldout_vae", "train_vae", "heldout_vae_shape_confusion"} <= set(report)
+    confusion = report["heldout_vae_shape_confusion"]
+    named = sum(sum(row.values()) for row in confusion.values())
+    right = sum(confusion[shape][shape] for shape in confusion)
+    assert 0 < named <= report["heldout_vae"]["frames"]
+    assert right / named == pytest.approx(report["heldout_vae"]["shape_acc"])
+    assert report["heldout_vae"]["frames"] == report["heldout"]["frames"]  # the same frames, reconstructed
+    assert "--vae " + vae_dir in result["command"] and result["vae"] == vae_dir
+    # the CLI refuses a share without a VAE, naming the flag
+    assert main(["train", "probe", "--out", str(tmp_path / "p2"), "--vae-share", "0.5", "--steps", "1"]) != 0
+    assert "--vae-share 0.5 needs --vae VAE_DIR" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "p2")
+    with pytest.raises(ConfigError, match="vae_share 0.1 of 4 clips per step gives 0"):
+        train_probe(dataclasses.replace(config, vae_share=0.1), str(tmp_path / "p3"), progress=False, vae_dir=vae_dir)
+
+
+def test_soft_outline_degradation_blurs_per_frame():
+    import torch
+
+    pixels = -torch.ones(2, 3, 32, 32)
+    pixels[:, :, 8:24, 8:24] = 1.0  # a white square
+    blurred = gaussian_blur(pixels, torch.tensor([0.5, 2.0]))
+    assert torch.allclose(blurred.mean(), pixels.mean(), atol=1e-3)  # the kernel sums to one
+    edge = lambda x: float((x[:, 8:24, 7] + 1).mean())  # noqa: E731 light spilled outside the left edge
+    assert 0 < edge(blurred[0]) < edge(blurred[1])  # the wider sigma spills more
+    corner, side = blurred[1, 0, 8, 8], blurred[1, 0, 16, 8]
+    assert corner < side  # corners round off: the corner pixel darkens more than the middle of a side
+    out = degrade(pixels, torch.Generator().manual_seed(0), prob=1.0, soft_sigma_max=1.5)
+    assert out.shape == pixels.shape and out.min() >= -1 and out.max() <= 1
 
 
 # ---------------------------------------------------------------- camera tracker

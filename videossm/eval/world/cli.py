@@ -90,6 +90,12 @@ def add_probe_parser(stages) -> None:
     p.add_argument("--batch", type=int, default=64, help="frames per step")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vae", default=None, metavar="VAE_DIR",
+                   help="also train on clips reconstructed through this VAE (train vae's OUT/vae), whose soft "
+                        "outlines a generator decoded through it draws; validated on held-out reconstructions")
+    p.add_argument("--vae-share", type=float, default=None,
+                   help="share of each batch's clips from the VAE pool (default 0.25 with --vae)")
+    p.add_argument("--vae-clips", type=int, default=64, help="train-split clips reconstructed for that pool")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train_probe)

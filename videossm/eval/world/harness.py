@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...config import MEMORY_MODES, ConfigError
-from ...world import SCENARIOS, render_clip, sample_spec, split_of
+from ...world import SCENARIOS, render_clip, sample_spec
 from ...world.scenarios import WRAPPING_MOTIONS
 from .cli import DEFAULT_SCENARIOS
 from .metrics import WorldMetricConfig, video_metrics

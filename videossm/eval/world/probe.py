@@ -19,8 +19,15 @@ inside its cell. Colour and shape are read from the features of the centre cell 
 in training, the best cell at inference).
 
 Robustness to generated video: the training frames are degraded at random (Gaussian noise, blur,
-brightness/contrast jitter, a down-and-up resample), because a generator's frames are never the
-renderer's exact colours and edges. Validation reports clean and degraded frames separately.
+soft outlines, brightness/contrast jitter, a down-and-up resample), because a generator's frames are
+never the renderer's exact colours and edges. A generator decoded through a small VAE draws squares
+with rounded corners and triangles as mounds, so `train_probe(..., vae_dir=...)` also mixes in frames of
+train-split clips reconstructed through that VAE (`vae_share` of each batch), labelled with the
+renderer's ground truth. Validation reports clean and degraded frames separately and, with a VAE,
+reconstructions of the validation clips (`heldout_vae`: held-out combinations the probe never saw
+through the VAE or otherwise).
+
+    python -m videossm train probe --out assets/probe --vae runs/vae/vae --vae-share 0.25
 """
 
 from __future__ import annotations
@@ -63,7 +70,10 @@ class ProbeConfig:
     seed: int = 0
     attribute_min_visible: float = 0.6  # colour/shape losses only where this share of the object is in view
     present_min_visible: float = 0.5  # the object counts as "present" from this share in view (and centre in frame)
-    degrade_prob: float = 0.7  # share of training frames that are degraded
+    degrade_prob: float = 0.7  # chance of each degradation, per training frame
+    soft_sigma_max: float = 1.5  # soft outlines: Gaussian blur, sigma ~ U(0.3, this) input pixels (0: off)
+    vae_share: float = 0.0  # share of each batch's clips drawn from VAE reconstructions (train_probe's vae)
+    vae_clips: int = 64  # train-split clips reconstructed once for that pool
     val_clips: int = 48  # per split
     val_frames_per_clip: int = 8
 
@@ -210,8 +220,23 @@ def frames_with_truth(clips: list[Clip], rng: np.random.Generator, per_clip: int
     return ProbeBatch(np.stack(frames), x, y, present, attribute, color, shape)
 
 
-def degrade(pixels: torch.Tensor, generator: torch.Generator, prob: float) -> torch.Tensor:
-    """Random degradations of float frames [B, 3, S, S] in [-1, 1]: blur, resample, contrast, noise."""
+def gaussian_blur(pixels: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur frames [B, C, S, S] with a per-frame Gaussian of standard deviation sigma [B] pixels."""
+    batch, channels, height, width = pixels.shape
+    radius = max(1, int(np.ceil(3 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, dtype=pixels.dtype, device=pixels.device)  # [K]
+    kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None].to(pixels) ** 2))  # [B, K]
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(channels, 0)  # [B*C, K]
+    x = F.pad(pixels.reshape(1, batch * channels, height, width), (radius,) * 4, mode="replicate")
+    x = F.conv2d(x, kernel[:, None, None, :], groups=batch * channels)  # along width
+    x = F.conv2d(x, kernel[:, None, :, None], groups=batch * channels)  # along height
+    return x.reshape(batch, channels, height, width)
+
+
+def degrade(pixels: torch.Tensor, generator: torch.Generator, prob: float,
+            soft_sigma_max: float = 0.0) -> torch.Tensor:
+    """Random degradations of float frames [B, 3, S, S] in [-1, 1]: blur, soft outlines (a Gaussian blur
+    of up to `soft_sigma_max` pixels), resample, contrast, noise; each with chance `prob` per frame."""
     batch, _, size, _ = pixels.shape
 
     def pick() -> torch.Tensor:  # [B, 1, 1, 1] bool: which frames get this degradation
@@ -219,6 +244,9 @@ def degrade(pixels: torch.Tensor, generator: torch.Generator, prob: float) -> to
 
     blurred = F.avg_pool2d(F.pad(pixels, (1, 1, 1, 1), mode="replicate"), 3, 1)
     pixels = torch.where(pick(), blurred, pixels)
+    if soft_sigma_max > 0:
+        sigma = 0.3 + (max(soft_sigma_max, 0.3) - 0.3) * torch.rand(batch, generator=generator)  # [B]
+        pixels = torch.where(pick(), gaussian_blur(pixels, sigma), pixels)
     small = max(8, size // 2)
     resampled = F.interpolate(F.interpolate(pixels, size=small, mode="area"), size=size, mode="bilinear")
     pixels = torch.where(pick(), resampled, pixels)
@@ -267,14 +295,34 @@ def evaluate_probe(probe: WorldProbe, truth: ProbeBatch, render_size: int) -> di
     }
 
 
-def validation_sets(config: ProbeConfig) -> dict[str, ProbeBatch]:
-    """Fixed validation frames of both splits (seeds disjoint from training's)."""
+def vae_frames(clip: Clip) -> Clip:
+    """The clip cut to 4k + 1 frames, the lengths a Wan VAE encodes whole."""
+    keep = 1 + (len(clip.frames) - 1) // 4 * 4
+    return dataclasses.replace(clip, frames=clip.frames[:keep], records=clip.records[:keep])
+
+
+def through_vae(vae, clips: list[Clip], desc: str, progress: bool) -> list[Clip]:
+    """Each clip with its frames replaced by their reconstruction through `vae` (ground truth unchanged)."""
+    from ...train.vae import reconstruct
+
+    return [dataclasses.replace(clip, frames=reconstruct(vae, clip.frames))
+            for clip in tqdm(clips, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)]
+
+
+def validation_sets(config: ProbeConfig, vae=None, progress: bool = False) -> dict[str, ProbeBatch]:
+    """Fixed validation frames of both splits (seeds disjoint from training's); with a VAE also the same
+    frames reconstructed through it (`heldout_vae`, `train_vae`)."""
     sets = {}
     for k, split in enumerate(("heldout", "train")):
         rng = np.random.default_rng([config.seed, 1_000_003, k])
-        clips = [sample_training_clip(rng, config.clip_seconds, config.render_size, split=split)
+        clips = [vae_frames(sample_training_clip(rng, config.clip_seconds, config.render_size, split=split))
                  for _ in range(config.val_clips)]
+        state = rng.bit_generator.state
         sets[split] = frames_with_truth(clips, rng, config.val_frames_per_clip, config)
+        if vae is not None:
+            rng.bit_generator.state = state  # the same frames, reconstructed
+            sets[f"{split}_vae"] = frames_with_truth(through_vae(vae, clips, f"validation {split} through the VAE",
+                                                                 progress), rng, config.val_frames_per_clip, config)
     return sets
 
 
@@ -283,33 +331,64 @@ def validate(probe: WorldProbe, sets: dict[str, ProbeBatch], config: ProbeConfig
     g = torch.Generator().manual_seed(config.seed + 7)
     for split, truth in sets.items():
         report[split] = evaluate_probe(probe, truth, config.render_size)
-        pixels = degrade(probe.prepare(truth.frames), g, prob=1.0)
+        if split.endswith("_vae"):
+            report[f"{split}_shape_confusion"] = shape_confusion(probe, truth)
+            continue
+        pixels = degrade(probe.prepare(truth.frames), g, 1.0, config.soft_sigma_max)
         degraded = ((pixels.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
         report[f"{split}_degraded"] = evaluate_probe(probe, dataclasses.replace(truth, frames=degraded),
                                                      config.render_size)
     return report
 
 
-def train_probe(config: ProbeConfig, out_dir: str, progress: bool = True) -> dict:
-    """Train the probe, validate it on held-out combinations, save probe.safetensors + probe.json in out_dir."""
+def shape_confusion(probe: WorldProbe, truth: ProbeBatch) -> dict[str, dict[str, int]]:
+    """{true shape: {read shape: frames}} over the frames whose shape is nameable."""
+    read = probe.read(truth.frames).shape.argmax(1)
+    return {true: {seen: int(((truth.shape == i) & (read == j))[truth.attribute].sum()) for j, seen in enumerate(SHAPES)}
+            for i, true in enumerate(SHAPES)}
+
+
+def train_probe(config: ProbeConfig, out_dir: str, progress: bool = True, vae_dir: str | None = None) -> dict:
+    """Train the probe, validate it on held-out combinations, save probe.safetensors + probe.json in out_dir.
+    With `vae_dir` (a diffusers AutoencoderKLWan folder) `config.vae_share` of every batch's clips are drawn
+    from `config.vae_clips` train-split clips reconstructed through that VAE."""
     from safetensors.torch import save_file
 
+    clips_per_step = config.batch // config.frames_per_clip
+    vae_per_step = round(clips_per_step * config.vae_share) if vae_dir else 0
+    if vae_dir is None and config.vae_share > 0:
+        raise ConfigError(f"vae_share {config.vae_share} needs a VAE to reconstruct through (--vae)")
+    if vae_dir is not None and not (0 < vae_per_step < clips_per_step):
+        raise ConfigError(f"vae_share {config.vae_share} of {clips_per_step} clips per step gives {vae_per_step} "
+                          f"reconstructed clips; choose a share that leaves some of each (e.g. 0.25)")
+    vae = pool = None
+    if vae_dir is not None:
+        from diffusers import AutoencoderKLWan
+
+        if not os.path.isfile(os.path.join(vae_dir, "config.json")):
+            raise ConfigError(f"--vae {vae_dir!r} is not a VAE folder (no config.json)")
+        vae = AutoencoderKLWan.from_pretrained(vae_dir).eval().requires_grad_(False)
+        rng = np.random.default_rng([config.seed, 2_000_003])
+        pool = through_vae(vae, [vae_frames(sample_training_clip(rng, config.clip_seconds, config.render_size))
+                                 for _ in range(config.vae_clips)], "clips through the VAE", progress)
     torch.manual_seed(config.seed)
     probe = WorldProbe(config)
     opt = torch.optim.AdamW(probe.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     g = torch.Generator().manual_seed(config.seed + 1)
-    sets = validation_sets(config)
+    sets = validation_sets(config, vae, progress)
     started = time.perf_counter()
     bar = tqdm(range(config.steps), desc="train probe", disable=not progress, dynamic_ncols=True)
     losses = []
     for step in bar:
         rng = np.random.default_rng([config.seed, step])
         clips = [sample_training_clip(rng, config.clip_seconds, config.render_size)
-                 for _ in range(config.batch // config.frames_per_clip)]
+                 for _ in range(clips_per_step - vae_per_step)]
+        if pool:
+            clips += [pool[i] for i in rng.choice(len(pool), size=vae_per_step, replace=False)]
         truth = frames_with_truth(clips, rng, config.frames_per_clip, config)
         probe.train()
-        pixels = degrade(probe.prepare(truth.frames), g, config.degrade_prob)
+        pixels = degrade(probe.prepare(truth.frames), g, config.degrade_prob, config.soft_sigma_max)
         loss, parts = probe_loss(probe, pixels, truth)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -319,10 +398,11 @@ def train_probe(config: ProbeConfig, out_dir: str, progress: bool = True) -> dic
         if step % 20 == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
     report = validate(probe, sets, config)
+    vae_flags = f" --vae {vae_dir} --vae-share {config.vae_share} --vae-clips {config.vae_clips}" if vae_dir else ""
     result = {"config": config.to_dict(), "validation": report, "train_seconds": time.perf_counter() - started,
               "final_loss": {k: float(np.mean([p[k] for p in losses[-50:]])) for k in losses[-1]},
-              "parameters": sum(p.numel() for p in probe.parameters()),
-              "command": f"python -m videossm train probe --out {out_dir} --steps {config.steps}"}
+              "parameters": sum(p.numel() for p in probe.parameters()), "vae": vae_dir,
+              "command": f"python -m videossm train probe --out {out_dir} --steps {config.steps}{vae_flags}"}
     os.makedirs(out_dir, exist_ok=True)
     tmp = os.path.join(out_dir, f".{WEIGHTS_NAME}.tmp")
     save_file({k: v.contiguous() for k, v in probe.state_dict().items()}, tmp)
@@ -351,12 +431,22 @@ def load_probe(path: str | None = None) -> WorldProbe:
 def cmd_train_probe(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    for name in ("steps", "batch"):
+    for name in ("steps", "batch", "vae_clips"):
         if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    config = dataclasses.replace(ProbeConfig(), steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
-    result = train_probe(config, args.out, progress=not args.no_progress)
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.vae_share is not None and not args.vae:
+        raise ConfigError(f"--vae-share {args.vae_share} needs --vae VAE_DIR")
+    vae_share = (0.25 if args.vae_share is None else args.vae_share) if args.vae else 0.0
+    if not 0 <= vae_share < 1:
+        raise ConfigError(f"--vae-share must be in [0, 1), got {vae_share}")
+    config = dataclasses.replace(ProbeConfig(), steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                                 vae_share=vae_share, vae_clips=args.vae_clips)
+    result = train_probe(config, args.out, progress=not args.no_progress, vae_dir=args.vae)
     for split, metrics in result["validation"].items():
-        print(f"{split:>17}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
+        if split.endswith("_confusion"):
+            print(f"{split:>17}: " + "; ".join(f"{true} read as " + ", ".join(f"{k} {v}" for k, v in row.items())
+                                               for true, row in metrics.items()))
+        else:
+            print(f"{split:>17}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
     print(f"wrote {args.out}/{WEIGHTS_NAME} ({result['parameters']} parameters, {result['train_seconds']:.0f} s)")
     return 0
