@@ -222,7 +222,7 @@ def test_systems_and_jobs():
     with pytest.raises(ConfigError, match="unknown memory mode 'lstm'"):
         parse_system("tiny:lstm", "tiny")
     assert parse_system("renderer", "tiny") == parse_system("renderer=renderer", "x")
-    with pytest.raises(ConfigError, match="VAE folder 'nowhere' not found"):
+    with pytest.raises(ConfigError, match="vae folder 'nowhere' not found"):
         parse_system("vae:nowhere", "tiny")
     jobs = make_jobs(6, 8, ("prompt_switch", "wraparound", "pan_and_return"), seed=1000)
     assert jobs == make_jobs(6, 8, ("prompt_switch", "wraparound", "pan_and_return"), seed=1000)

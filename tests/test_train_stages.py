@@ -200,6 +200,23 @@ def test_default_model_is_the_shipped_checkpoint_when_present(runs, tmp_path, mo
     assert VideoSSMPipeline.from_pretrained(config.default_model()).trained
 
 
+def test_eval_world_measures_the_teacher_on_single_prompt_jobs(runs, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval-world", "--systems", f"teacher:{runs['teacher']}/teacher", "--videos", "2", "--seconds", "1",
+            "--scenarios", "plain", "--out-dir", str(out), "--bootstrap", "50", "--no-progress", "--save-videos"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    videos = results["videos"]["teacher"]
+    assert len(videos) == 2 and all(v["trained"] for v in videos.values())
+    assert all(v["gen_fps"] > 0 and len(v["curves"]["t"]) == 1 for v in videos.values())
+    assert len(list((out / "videos" / "teacher").glob("*.mp4"))) == 2
+    capsys.readouterr()
+    assert main([*argv[:-6], "--scenarios", "prompt_switch", "--out-dir", str(tmp_path / "switch"),
+                 "--no-progress"]) == 2
+    assert "a teacher samples one prompt per clip" in capsys.readouterr().err
+    assert main(["eval-world", "--systems", "teacher:nowhere", "--out-dir", str(out)]) == 2
+
+
 def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp_path):
     recipe = tmp_path / "runs"
     recipe.mkdir()

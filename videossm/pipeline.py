@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .config import ConfigError, ModelConfig, StreamConfig, first_pixel_frame, get_model_config, latent_frames_for
+from .config import ConfigError, ModelConfig, StreamConfig, first_pixel_frame, latent_frames_for
 from .models.text_encoder import TextEncoder
 from .models.transformer import VideoSSMTransformer
 from .models.vae import StreamingDecoder, to_uint8_frames

@@ -32,6 +32,13 @@ def ode_sigmas(anchors: list[float], substeps: int) -> list[float]:
     return grid + [0.0]
 
 
+def shifted_sigmas(steps: int, shift: float) -> list[float]:
+    """The teacher's sampling grid: `steps` Euler steps from sigma 1 to 0, spaced by shift_sigma."""
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+    return [float(shift_sigma(1.0 - i / steps, shift)) for i in range(steps)] + [0.0]
+
+
 def guided_velocity(model, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, guidance: float) -> torch.Tensor:
     """v = v_uncond + guidance (v_cond - v_uncond); x [B, C, F, h, w], sigma [B], cond [B, L, D]."""
     timestep = sigma.to(x.device).float() * 1000.0
@@ -61,3 +68,15 @@ def sample_ode(model, noise: torch.Tensor, cond: torch.Tensor, sigmas: list[floa
         v = guided_velocity(model, x, torch.full((batch,), sigma), cond, guidance)
         x = x + (next_sigma - sigma) * v
     return x, kept
+
+
+@torch.no_grad()
+def sample_video_latents(model, text_embedding: torch.Tensor, latent_frames: int, steps: int, guidance: float,
+                         shift: float, seed: int) -> torch.Tensor:
+    """One clip of the bidirectional teacher from the noise of `seed`: x0 [1, C, latent_frames, h, w]."""
+    cfg = model.config
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, cfg.in_channels, latent_frames, cfg.latent_height, cfg.latent_width, generator=gen)
+    x0, _ = sample_ode(model, noise.to(model.device), text_embedding.to(model.device),
+                       shifted_sigmas(steps, shift), guidance)
+    return x0

@@ -37,7 +37,7 @@ from ..config import ConfigError, StreamConfig, get_model_config
 from ..models.text_encoder import TextEncoder, encode_token_ids, tiny_umt5_config, word_level_tokenizer
 from ..models.transformer import VideoSSMTransformer
 from ..models.vae import StreamingDecoder, to_uint8_frames
-from ..sampling.ode import sample_ode, shift_sigma
+from ..sampling.ode import sample_video_latents, shift_sigma
 from ..world import sample_prompt, vocabulary
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
                      progress, read_csv, set_lr, step_seed, write_stage_metrics)
@@ -101,19 +101,16 @@ def write_samples(transformer, text: TextEncoder, vae, out_dir: str, latent_fram
     """One video per split (train prompt, held-out prompt) from fixed noise: out_dir/{split}.mp4."""
     from ..video.mp4 import write_mp4
 
-    cfg = transformer.config
     os.makedirs(out_dir, exist_ok=True)
     decoder = StreamingDecoder(vae)
-    sigmas = [float(shift_sigma(1.0 - i / steps, shift)) for i in range(steps)] + [0.0]
     paths = []
     for i, split in enumerate(("train", "heldout")):
         prompt = sample_prompt(np.random.default_rng([SAMPLE_SEED, i]), split)
-        gen = torch.Generator().manual_seed(SAMPLE_SEED + i)
-        noise = torch.randn(1, cfg.in_channels, latent_frames, cfg.latent_height, cfg.latent_width, generator=gen)
-        x0, _ = sample_ode(transformer, noise.to(transformer.device), text.encode(prompt), sigmas, guidance)
+        x0 = sample_video_latents(transformer, text.encode(prompt), latent_frames, steps, guidance, shift,
+                                  SAMPLE_SEED + i)
         frames = to_uint8_frames(decoder.decode(decoder.new_state(), x0))
         path = os.path.join(out_dir, f"{split}.mp4")
-        write_mp4(path, frames, fps=cfg.fps)
+        write_mp4(path, frames, fps=transformer.config.fps)
         with open(os.path.join(out_dir, f"{split}.txt"), "w") as f:
             f.write(prompt + "\n")
         paths.append(path)

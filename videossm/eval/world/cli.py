@@ -29,7 +29,8 @@ def add_world_args(parser: argparse.ArgumentParser) -> None:
     g = _Group()
     g.add_argument("--systems", nargs="+", default=["hybrid", "sink", "window"],
                    help="LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY (model from --world-model); references: renderer "
-                        "(perfect videos: the ceiling), vae:VAE_DIR (them through a VAE); default: %(default)s")
+                        "(perfect videos: the ceiling), vae:VAE_DIR (them through a VAE), teacher:DIR (the recipe's teacher, "
+                        "single-prompt scenarios, ~5 s); default: %(default)s")
     g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL") or default_model(),
                    help="model of systems given without one: checkpoint folder or preset (default: %(default)s)")
     g.add_argument("--videos", type=int, default=16, dest="world_videos",  # `eval` has a positional `videos`

@@ -6,7 +6,11 @@
 A *system* is a model (checkpoint folder or preset) under one memory mode: `LABEL=MODEL:MEMORY`,
 `MODEL:MEMORY`, or just `MEMORY` (model from --world-model). Two reference systems bound the table:
 `renderer` (the world's perfect video of each job: the metrics' ceiling) and `vae:VAE_DIR` (that video
-encoded and decoded by a VAE: the ceiling of any generator decoded by it). Every system generates the same *jobs*: job i
+encoded and decoded by a VAE: the ceiling of any generator decoded by it). A third, `teacher:DIR`, is the
+bidirectional teacher of the recipe (`train teacher`'s OUT/teacher) sampling each job's clip whole with
+its many-step ODE: what the students are distilled from, so roughly their ceiling; it takes single-prompt
+scenarios only (--scenarios plain pan_and_return wraparound long_static), and videos about as long as
+its training clips (5 s). Every system generates the same *jobs*: job i
 has a generation seed (`--seed` + i, beyond any training seed), a scenario (cycling over
 `--scenarios`), a split (held-out combinations for even i, train for odd) and the timeline the
 renderer makes for that scenario (for `prompt_switch`, one switch at mid-video). So systems are
@@ -77,16 +81,16 @@ def parse_system(text: str, default_model: str) -> System:
     perfect video of each job: the metrics' ceiling) or `vae:VAE_DIR` (that video through a diffusers
     AutoencoderKLWan folder and back: the ceiling a generator decoded by that VAE can reach)."""
     label, _, spec = text.rpartition("=")
-    if spec == "renderer" or spec.startswith("vae:"):
+    if spec == "renderer" or spec.startswith(("vae:", "teacher:")):
         kind, _, path = spec.partition(":")
-        if kind == "vae" and not os.path.isdir(path):
-            raise ConfigError(f"system {text!r}: VAE folder {path!r} not found")
+        if kind != "renderer" and not os.path.isdir(path):
+            raise ConfigError(f"system {text!r}: {kind} folder {path!r} not found")
         return System(label or kind, path or "renderer", kind)
     model, _, memory = spec.rpartition(":")
     model = model or default_model
     if memory not in MEMORY_MODES:
         raise ConfigError(f"system {text!r}: unknown memory mode {memory!r}; accepted: {', '.join(MEMORY_MODES)} "
-                          f"(write LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY; or renderer, vae:VAE_DIR)")
+                          f"(write LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY; or renderer, vae:VAE_DIR, teacher:DIR)")
     label = label or (memory if model == default_model else f"{os.path.basename(model.rstrip('/'))}:{memory}")
     return System(label, model, memory)
 
@@ -118,6 +122,40 @@ class ReferenceVideos:
             with self.torch.no_grad():
                 frames = reconstruct(self.vae, frames)
         return frames, {"fps": None}
+
+
+class TeacherVideos:
+    """The `teacher:DIR` system: the bidirectional teacher samples each job's whole clip with its ODE
+    (TEACHER_STEPS Euler steps, guidance TEACHER_GUIDANCE: the settings of its training samples)."""
+
+    def __init__(self, system: System, device: str = "auto"):
+        from ...pipeline import VideoSSMPipeline
+
+        self.pipe = VideoSSMPipeline.from_pretrained(system.model, device=device)
+        self.trained = self.pipe.trained
+
+    def generate(self, job: "VideoJob", seconds: float, fps: int) -> tuple[np.ndarray, dict]:
+        import time
+
+        from ...config import latent_frames_for
+        from ...models.vae import to_uint8_frames
+        from ...sampling.ode import sample_video_latents
+
+        if len(job.segments) > 1:
+            raise ConfigError(f"job {job.name}: a teacher samples one prompt per clip, and this {job.scenario} job "
+                              f"has {len(job.segments)}; pass single-prompt --scenarios (plain pan_and_return "
+                              f"wraparound long_static)")
+        pipe, cfg = self.pipe, self.pipe.model_config
+        total = max(1, round(seconds * fps))
+        started = time.perf_counter()
+        x0 = sample_video_latents(pipe.transformer, pipe.encode_prompt(job.segments[0][1]),
+                                  latent_frames_for(total, cfg.vae_scale_temporal), TEACHER_STEPS, TEACHER_GUIDANCE,
+                                  pipe.stream_config.shift, job.seed)
+        frames = to_uint8_frames(pipe.decoder.decode(pipe.decoder.new_state(), x0))[:total]
+        return frames, {"fps": len(frames) / (time.perf_counter() - started)}
+
+
+TEACHER_STEPS, TEACHER_GUIDANCE = 32, 3.0
 
 
 @dataclass(frozen=True)
@@ -206,10 +244,15 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
             continue
         if pipe is None and system.memory in ("renderer", "vae"):
             pipe = ReferenceVideos(system, device)
+        if pipe is None and system.memory == "teacher":
+            pipe = TeacherVideos(system, device)
         if pipe is None:
             pipe = VideoSSMPipeline.from_pretrained(system.model, device=device, memory=system.memory)
         if isinstance(pipe, ReferenceVideos):
             fps = 16
+            frames, stats = pipe.generate(job, seconds, fps)
+        elif isinstance(pipe, TeacherVideos):
+            fps = pipe.pipe.model_config.fps
             frames, stats = pipe.generate(job, seconds, fps)
         else:
             fps = pipe.model_config.fps
@@ -220,6 +263,7 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
         if save_videos:
             from ...video.mp4 import Mp4Writer
 
+            os.makedirs(folder, exist_ok=True)
             writer = Mp4Writer(os.path.join(folder, f"{job.name}.mp4"), fps=fps)
             writer.write(frames)
             writer.close()
