@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole training recipe of the shipped models, stage by stage (docs/TRAINING.md):
-#   vae -> teacher -> for each memory mode (hybrid, sink, window, same budget): causal -> dmd -> long -> ship
+#   vae -> teacher -> causal ODE init (one, shared) -> for each memory mode (hybrid, sink, window, same budget):
+#   dmd -> long -> ship
 # Every stage resumes from its latest checkpoint; a finished stage (its metrics.json exists) is skipped,
 # so rerunning this script after an interruption continues where it stopped.
 #   bash scripts/train_recipe.sh                 # everything, into runs/ and assets/
@@ -43,10 +44,12 @@ stage vae "$RUNS/vae" --base-dim 32 --dim-mult 1,2,4 --res-blocks 1 --decoder-di
   --steps 10000 --eval-every 1000
 # The teacher: three steps in four on 9-latent-frame clips, which cost a fifth of a 5 s clip on a CPU.
 stage teacher "$RUNS/teacher" --vae "$RUNS/vae/vae" --short-frames 9 --short-share 0.75 --steps 6000
+# One causal ODE init serves the three modes (as Self-Forcing ships one ode_init): trained with the window and
+# sink that all modes share, so each mode starts the DMD stage from the same weights (hybrid's memory is
+# zero-gated, so it starts as exactly this model) and the comparison controls for the init.
+stage causal "$RUNS/causal" --teacher "$RUNS/teacher/teacher" --memory sink --trajectories "$RUNS/trajectories"
 for mode in $MODES; do
-  # the teacher trajectories do not depend on the memory mode: made once, shared by the three students
-  stage causal "$RUNS/causal-$mode" --teacher "$RUNS/teacher/teacher" --memory "$mode" --trajectories "$RUNS/trajectories"
-  stage dmd "$RUNS/dmd-$mode" --student "$RUNS/causal-$mode/student" --teacher "$RUNS/teacher/teacher"
-  stage long "$RUNS/long-$mode" --student "$RUNS/dmd-$mode/student" --teacher "$RUNS/teacher/teacher"
+  stage dmd "$RUNS/dmd-$mode" --student "$RUNS/causal/student" --memory "$mode" --teacher "$RUNS/teacher/teacher"
+  stage long "$RUNS/long-$mode" --student "$RUNS/dmd-$mode/student" --memory "$mode" --teacher "$RUNS/teacher/teacher"
   python -m videossm train ship --student "$RUNS/long-$mode/student" --to "assets/videossm-$mode"
 done

@@ -221,7 +221,8 @@ def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp
     recipe = tmp_path / "runs"
     recipe.mkdir()
     os.symlink(runs["teacher"], recipe / "teacher")  # the recipe's folder names; the VAE run is missing
-    for stage in ("causal", "dmd", "long"):
+    os.symlink(runs["causal"], recipe / "causal")  # one ODE init shared by the modes
+    for stage in ("dmd", "long"):
         os.symlink(runs[stage], recipe / f"{stage}-hybrid")
     assets = tmp_path / "assets"
     assert main(["train", "ship", "--student", os.path.join(runs["long"], "student"),
@@ -239,6 +240,12 @@ def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp
     assert (eval_dir / "table.md").read_text().strip() in text
     assert (assets / "model_card_curves.png").exists()
     assert "red triangle on purple" in text  # the held-out combinations, from the split itself
+    sink = text[text.index("### `sink`"):text.index("### `window`")]
+    assert f"| causal | `{recipe / 'causal'}` | `" in sink  # the shared init serves the baselines too
+    assert f"| dmd | `{recipe / 'dmd-sink'}` | not run yet" in sink
+    os.symlink(runs["causal"], recipe / "causal-window")  # a mode with its own init uses it
+    text = main(["train", "card", "--runs", str(recipe), "--to", str(card)]) == 0 and card.read_text()
+    assert f"| causal | `{recipe / 'causal-window'}` | `" in text[text.index("### `window`"):]
 
 
 def test_model_card_names_a_missing_eval_table(tmp_path, capsys):
