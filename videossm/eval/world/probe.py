@@ -8,7 +8,7 @@ the held-out combinations against the renderer's ground truth.
     reading.present                            # P(object in view) [T]
     reading.color, reading.shape               # probabilities [T, 6], [T, 3] (order: COLORS, SHAPES)
 
-    python -m videossm train probe --out assets/probe     # ~3 min on one CPU core
+    python -m videossm train probe --out assets/probe --vae runs/vae/vae   # ~20 min on one CPU core
 
 Design (CenterNet-like, sized for a CPU): frames are resized to `input_size` (64) pixels; four 3x3
 convs (strides 1, 2, 2, 1) give a `grid` x `grid` (16 x 16) feature map whose receptive field (~31 px at
@@ -25,9 +25,7 @@ with rounded corners and triangles as mounds, so `train_probe(..., vae_dir=...)`
 train-split clips reconstructed through that VAE (`vae_share` of each batch), labelled with the
 renderer's ground truth. Validation reports clean and degraded frames separately and, with a VAE,
 reconstructions of the validation clips (`heldout_vae`: held-out combinations the probe never saw
-through the VAE or otherwise).
-
-    python -m videossm train probe --out assets/probe --vae runs/vae/vae --vae-share 0.25
+through the VAE or otherwise). The shipped probe is the command above (`--vae-share` 0.25, the default).
 """
 
 from __future__ import annotations
@@ -354,6 +352,9 @@ def train_probe(config: ProbeConfig, out_dir: str, progress: bool = True, vae_di
     from `config.vae_clips` train-split clips reconstructed through that VAE."""
     from safetensors.torch import save_file
 
+    from ...train.common import hardware
+
+    begun = time.perf_counter()
     clips_per_step = config.batch // config.frames_per_clip
     vae_per_step = round(clips_per_step * config.vae_share) if vae_dir else 0
     if vae_dir is None and config.vae_share > 0:
@@ -400,6 +401,7 @@ def train_probe(config: ProbeConfig, out_dir: str, progress: bool = True, vae_di
     report = validate(probe, sets, config)
     vae_flags = f" --vae {vae_dir} --vae-share {config.vae_share} --vae-clips {config.vae_clips}" if vae_dir else ""
     result = {"config": config.to_dict(), "validation": report, "train_seconds": time.perf_counter() - started,
+              "wall_seconds": time.perf_counter() - begun, "hardware": hardware(),
               "final_loss": {k: float(np.mean([p[k] for p in losses[-50:]])) for k in losses[-1]},
               "parameters": sum(p.numel() for p in probe.parameters()), "vae": vae_dir,
               "command": f"python -m videossm train probe --out {out_dir} --steps {config.steps}{vae_flags}"}
