@@ -99,6 +99,7 @@ class ReferenceVideos:
     """The `renderer` and `vae:DIR` systems: the world's own video of a job, optionally VAE round-tripped."""
 
     trained = True
+    fps = 16
 
     def __init__(self, system: System, device: str = "auto"):
         self.system, self.vae = system, None
@@ -124,6 +125,9 @@ class ReferenceVideos:
         return frames, {"fps": None}
 
 
+TEACHER_STEPS, TEACHER_GUIDANCE = 32, 3.0
+
+
 class TeacherVideos:
     """The `teacher:DIR` system: the bidirectional teacher samples each job's whole clip with its ODE
     (TEACHER_STEPS Euler steps, guidance TEACHER_GUIDANCE: the settings of its training samples)."""
@@ -132,7 +136,7 @@ class TeacherVideos:
         from ...pipeline import VideoSSMPipeline
 
         self.pipe = VideoSSMPipeline.from_pretrained(system.model, device=device)
-        self.trained = self.pipe.trained
+        self.trained, self.fps = self.pipe.trained, self.pipe.model_config.fps
 
     def generate(self, job: "VideoJob", seconds: float, fps: int) -> tuple[np.ndarray, dict]:
         import time
@@ -153,9 +157,6 @@ class TeacherVideos:
                                   pipe.stream_config.shift, job.seed)
         frames = to_uint8_frames(pipe.decoder.decode(pipe.decoder.new_state(), x0))[:total]
         return frames, {"fps": len(frames) / (time.perf_counter() - started)}
-
-
-TEACHER_STEPS, TEACHER_GUIDANCE = 32, 3.0
 
 
 @dataclass(frozen=True)
@@ -248,11 +249,8 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
             pipe = TeacherVideos(system, device)
         if pipe is None:
             pipe = VideoSSMPipeline.from_pretrained(system.model, device=device, memory=system.memory)
-        if isinstance(pipe, ReferenceVideos):
-            fps = 16
-            frames, stats = pipe.generate(job, seconds, fps)
-        elif isinstance(pipe, TeacherVideos):
-            fps = pipe.pipe.model_config.fps
+        if isinstance(pipe, (ReferenceVideos, TeacherVideos)):
+            fps = pipe.fps
             frames, stats = pipe.generate(job, seconds, fps)
         else:
             fps = pipe.model_config.fps

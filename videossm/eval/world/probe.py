@@ -364,11 +364,9 @@ def train_probe(config: ProbeConfig, out_dir: str, progress: bool = True, vae_di
                           f"reconstructed clips; choose a share that leaves some of each (e.g. 0.25)")
     vae = pool = None
     if vae_dir is not None:
-        from diffusers import AutoencoderKLWan
+        from ...train.data import load_frozen_vae
 
-        if not os.path.isfile(os.path.join(vae_dir, "config.json")):
-            raise ConfigError(f"--vae {vae_dir!r} is not a VAE folder (no config.json)")
-        vae = AutoencoderKLWan.from_pretrained(vae_dir).eval().requires_grad_(False)
+        vae = load_frozen_vae(vae_dir, "cpu")
         rng = np.random.default_rng([config.seed, 2_000_003])
         pool = through_vae(vae, [vae_frames(sample_training_clip(rng, config.clip_seconds, config.render_size))
                                  for _ in range(config.vae_clips)], "clips through the VAE", progress)
