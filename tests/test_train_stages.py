@@ -63,11 +63,14 @@ def test_teacher_trains_transformer_and_text_encoder(runs):
     assert os.path.exists(os.path.join(runs["teacher"], "samples", "final", "heldout.mp4"))
 
 
-def test_teacher_resumes_where_it_stopped(runs, tmp_path):
+@pytest.mark.parametrize("replay", [[], ["--reuse", "2", "--replay-window", "2"]],
+                         ids=["fresh", "replay"])
+def test_teacher_resumes_where_it_stopped(runs, tmp_path, replay):
     out = str(tmp_path / "t")
     args = ["train", "teacher", "--vae", runs["vae"], "--out", out, "--preset", "test", "--latent-frames", "6",
             "--short-frames", "3", "--short-share", "0.5",
-            "--batch", "1", "--sample-steps", "1", "--sample-every", "0", "--log-every", "1", "--save-every", "1"]
+            "--batch", "1", "--sample-steps", "1", "--sample-every", "0", "--log-every", "1", "--save-every", "1",
+            *replay]
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "4"]) == 0  # continues from step 2
     resumed = read_csv(os.path.join(out, "log.csv"))
@@ -79,7 +82,28 @@ def test_teacher_resumes_where_it_stopped(runs, tmp_path):
     assert list(resumed["latent_frames"]) == list(read_csv(os.path.join(straight, "log.csv"))["latent_frames"])
 
 
+def test_replay_pool_reuses_recent_clips_and_rebuilds_after_a_resume(runs):
+    from videossm.config import get_model_config
+    from videossm.train.data import ReplayLatents, WorldLatents, batch_rng, load_frozen_vae
+
+    torch.set_num_threads(1)
+    source = WorldLatents(load_frozen_vae(runs["vae"], "cpu"), get_model_config("test"), 2)
+    even = lambda step: step % 2 == 0  # this pool serves the even steps
+    pool = ReplayLatents(source, reuse=2, window=2, seed=0, rank=0, is_kind=even)
+    batches = {step: pool.batch(step, batch_rng(0, 0, step), 3) for step in range(0, 12, 2)}
+    # refreshes at the 0th, 2nd, 4th ... even step (steps 0, 4, 8); the pool keeps the last two
+    assert sorted(pool.pool) == [4, 8]
+    refresh = {tuple(x.flatten()[:8].tolist()) for x in pool.pool[8][0]}
+    assert {tuple(x.flatten()[:8].tolist()) for x in batches[10][0]} <= refresh | {
+        tuple(x.flatten()[:8].tolist()) for x in pool.pool[4][0]}, "a step draws only from the pool"
+    resumed = ReplayLatents(source, reuse=2, window=2, seed=0, rank=0, is_kind=even)
+    again = resumed.batch(10, batch_rng(0, 0, 10), 3)
+    assert sorted(resumed.pool) == [4, 8]
+    assert torch.equal(again[0], batches[10][0]) and again[1] == batches[10][1]
+
+
 @pytest.mark.parametrize("flags, message", [(["--short-share", "1.5"], "--short-share"),
+                                            (["--reuse", "0"], "--reuse"),
                                             (["--short-share", "0.5", "--short-frames", "6"], "--short-frames")])
 def test_teacher_rejects_bad_short_clips(runs, tmp_path, capsys, flags, message):
     assert main(["train", "teacher", "--vae", runs["vae"], "--out", str(tmp_path / "x"), "--preset", "test",

@@ -31,6 +31,11 @@ def add_teacher_args(p) -> None:
                    help="share of steps whose batch is short clips (drawn per step from the step's RNG)")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=4, help="clips per step per process")
+    p.add_argument("--reuse", type=int, default=1,
+                   help="use each rendered and encoded clip about this many times (1: every batch fresh): every "
+                        "reuse-th step of a clip length encodes a batch of new clips into a pool that the steps draw "
+                        "from (the VAE encoder's cost is mostly per call, so this divides it by ~reuse)")
+    p.add_argument("--replay-window", type=int, default=4, help="refreshes (of --batch clips each) kept in each pool")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--train-shift", type=float, default=3.0, help="sigma = shift(u), u ~ U(0, 1) while training")

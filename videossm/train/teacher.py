@@ -41,7 +41,7 @@ from ..sampling.ode import sample_video_latents, shift_sigma
 from ..world import sample_prompt, vocabulary
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
                      progress, read_csv, set_lr, step_seed, write_stage_metrics)
-from .data import WorldLatents, batch_rng, check_geometry, load_frozen_vae
+from .data import ReplayLatents, WorldLatents, batch_rng, check_geometry, load_frozen_vae
 
 SAMPLE_SEED = 20251207
 
@@ -74,7 +74,8 @@ def build_teacher(preset: str, seed: int) -> tuple[TeacherLoss, TextEncoder]:
 
 
 def check_args(args) -> None:
-    for name in ("steps", "batch", "latent_frames", "save_every", "log_every", "sample_steps"):
+    for name in ("steps", "batch", "latent_frames", "save_every", "log_every", "sample_steps", "reuse",
+                 "replay_window"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.text_dropout < 1:
@@ -127,6 +128,16 @@ def train_teacher(args) -> dict:
     check_geometry(vae, model.transformer.config)
     data = WorldLatents(vae, model.transformer.config, args.latent_frames)
     short_data = WorldLatents(vae, model.transformer.config, args.short_frames) if args.short_share > 0 else None
+
+    def is_short(step: int) -> bool:  # the first draw of the step's RNG picks the clip length
+        return short_data is not None and batch_rng(args.seed, acc.process_index, step).random() < args.short_share
+
+    if args.reuse > 1:  # pools of recent clips per length, refreshed every `reuse` steps of that length
+        data = ReplayLatents(data, args.reuse, args.replay_window, args.seed, acc.process_index,
+                             lambda s: not is_short(s))
+        if short_data is not None:
+            short_data = ReplayLatents(short_data, args.reuse, args.replay_window, args.seed, acc.process_index,
+                                       is_short)
     ckpt = Checkpointer(args.out, keep=2, config={
         "stage": "teacher", "model": model.transformer.config.to_dict(), "text": model.text_model.config.to_dict(),
         "vae": dict(vae.config), "latent_frames": args.latent_frames, "seed": args.seed})
@@ -149,8 +160,10 @@ def train_teacher(args) -> dict:
         lr = lr_at(step, args.lr, args.warmup, args.steps)
         set_lr(opt, lr)
         rng = batch_rng(args.seed, acc.process_index, step)
-        short = short_data is not None and rng.random() < args.short_share
-        x0, prompts = (short_data if short else data).batch(rng, args.batch)  # [B, C, F, h, w]
+        short = short_data is not None and rng.random() < args.short_share  # == is_short(step)
+        source = short_data if short else data
+        x0, prompts = (source.batch(step, rng, args.batch) if isinstance(source, ReplayLatents)
+                       else source.batch(rng, args.batch))  # [B, C, F, h, w]
         input_ids, mask = text.tokenize(prompts)
         gen = torch.Generator().manual_seed(step_seed(args.seed, acc.process_index, step))
         u = torch.rand(args.batch, generator=gen)
@@ -184,9 +197,10 @@ def train_teacher(args) -> dict:
                        f"bidirectional flow-matching teacher, {state.step} steps (stage 1 of the recipe)")
         samples = write_samples(transformer, ema_text, vae, os.path.join(args.out, "samples", "final"),
                                 args.latent_frames, args.sample_steps, args.guidance, StreamConfig().shift)
-        losses = read_csv(log.path)["loss"]
+        losses = read_csv(log.path).get("loss")  # none when this call ran no step (already at --steps)
         result = write_stage_metrics(args, acc, state, "teacher", batch=args.batch * acc.num_processes,
-                                     final_loss=round(float(np.mean(losses[-10:])), 5), teacher_dir=teacher_dir,
+                                     final_loss=None if losses is None else round(float(np.mean(losses[-10:])), 5),
+                                     teacher_dir=teacher_dir,
                                      samples=samples)
         acc.print(f"saved {teacher_dir}; final loss {result['final_loss']}")
     acc.wait_for_everyone()
