@@ -77,21 +77,14 @@ class ReplayLatents:
     """
 
     def __init__(self, source: WorldLatents, reuse: int, window: int, seed: int, rank: int, is_kind):
-        """is_kind(step) -> bool: whether `step` draws from this pool (e.g. the steps of short clips)."""
+        """is_kind(step) -> bool: whether `step` draws from this pool (e.g. the steps of short clips). `batch`
+        must be called for every step of this kind from the first one asked, in order."""
         if reuse < 1 or window < 1:
             raise ConfigError(f"a replay pool needs reuse >= 1 and window >= 1, got {reuse} and {window}")
         self.source, self.reuse, self.window, self.seed, self.rank, self.is_kind = \
             source, reuse, window, seed, rank, is_kind
         self.pool: dict[int, tuple[torch.Tensor, list[str]]] = {}  # refresh step -> (latents [B, C, F, h, w], prompts)
-        self.seen, self.counted = 0, 0  # steps of this kind before step `counted`
-
-    def _kind_index(self, step: int) -> int:
-        """How many steps of this kind come before `step` (steps are asked in increasing order)."""
-        if step < self.counted:
-            self.seen, self.counted = 0, 0
-        self.seen += sum(1 for s in range(self.counted, step) if self.is_kind(s))
-        self.counted = step
-        return self.seen
+        self.served: int | None = None  # steps of this kind before the next call (None: not counted yet)
 
     def _refresh(self, step: int, batch: int) -> None:
         self.pool[step] = self.source.batch(batch_rng(self.seed, self.rank, step, stream=1), batch)
@@ -99,14 +92,14 @@ class ReplayLatents:
             del self.pool[s]
 
     def batch(self, step: int, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, list[str]]:
-        index = self._kind_index(step)
-        if not self.pool and index > 0:  # a resume: the refreshes the run held before `step`
-            kind_steps = [s for s in range(step) if self.is_kind(s)]
-            for s in [s for i, s in enumerate(kind_steps) if i % self.reuse == 0][-self.window:]:
+        if self.served is None:  # the first call (a start or a resume): the refreshes the run held before `step`
+            earlier = [s for s in range(step) if self.is_kind(s)]
+            for s in earlier[:: self.reuse][-self.window:]:
                 self._refresh(s, batch)
-        if index % self.reuse == 0:
+            self.served = len(earlier)
+        if self.served % self.reuse == 0:
             self._refresh(step, batch)
-        self.seen, self.counted = index + 1, step + 1
+        self.served += 1
         latents = torch.cat([self.pool[s][0] for s in sorted(self.pool)])  # [B * refreshes, C, F, h, w]
         prompts = [p for s in sorted(self.pool) for p in self.pool[s][1]]
         pick = rng.integers(0, len(prompts), size=batch)
