@@ -16,6 +16,11 @@ MEMORY_MODES = ("hybrid", "sink", "window", "full")
 ROPE_MODES = ("relative", "absolute")
 VAE_LAYOUTS = ("small", "wan2.1")
 
+# How the recipe's bidirectional teacher is sampled: its training samples, the ODE-init trajectories, the DMD
+# real score and the eval's `teacher:DIR` system all default to these.
+TEACHER_SAMPLE_STEPS = 32  # Euler steps of the teacher's flow ODE over a whole clip
+TEACHER_GUIDANCE = 3.0  # classifier-free guidance of the teacher
+
 
 class ConfigError(ValueError):
     """A configuration value is out of its accepted range."""

@@ -3,7 +3,7 @@ code so that building the CLI parser imports no torch. Each stage reads these na
 
 from __future__ import annotations
 
-from ..config import MEMORY_MODES
+from ..config import MEMORY_MODES, TEACHER_GUIDANCE, TEACHER_SAMPLE_STEPS
 
 STAGE_DEFAULTS = {  # stage -> defaults that differ between the short and the long stage
     "dmd": dict(rollout_frames=21, steps=2000, switch_prob=0.0, out="runs/dmd"),
@@ -45,8 +45,8 @@ def add_teacher_args(p) -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--sample-every", type=int, default=2000, help="write sample videos every N steps (0: only at the end)")
-    p.add_argument("--sample-steps", type=int, default=32, help="Euler steps of the sample ODE")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance of the samples")
+    p.add_argument("--sample-steps", type=int, default=TEACHER_SAMPLE_STEPS, help="Euler steps of the sample ODE")
+    p.add_argument("--guidance", type=float, default=TEACHER_GUIDANCE, help="classifier-free guidance of the samples")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
@@ -63,7 +63,7 @@ def add_causal_args(p) -> None:
                    help="folder of the teacher trajectories (default OUT/trajectories); they do not depend on the "
                         "memory mode, so the hybrid, sink and window students can share one folder")
     p.add_argument("--ode-substeps", type=int, default=8, help="teacher Euler steps between two student sigmas")
-    p.add_argument("--guidance", type=float, default=3.0, help="teacher classifier-free guidance")
+    p.add_argument("--guidance", type=float, default=TEACHER_GUIDANCE, help="teacher classifier-free guidance")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -96,7 +96,7 @@ def add_dmd_args(p, stage: str = "dmd") -> None:
     p.add_argument("--critic-lr", type=float, default=4e-5)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--gen-every", type=int, default=5, help="critic steps per generator step")
-    p.add_argument("--guidance", type=float, default=3.0, help="teacher classifier-free guidance (real score)")
+    p.add_argument("--guidance", type=float, default=TEACHER_GUIDANCE, help="teacher classifier-free guidance (real score)")
     p.add_argument("--score-shift", type=float, default=5.0, help="DMD noise level: sigma = shift(u), u ~ U(0.02, 0.98)")
     p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
                    help="commit blocks without gradients (the memory's gates then learn nothing here)")

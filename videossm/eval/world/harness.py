@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from ...config import MEMORY_MODES, ConfigError
+from ...config import MEMORY_MODES, TEACHER_GUIDANCE, TEACHER_SAMPLE_STEPS, ConfigError
 from ...world import SCENARIOS, render_clip, sample_spec
 from ...world.scenarios import WRAPPING_MOTIONS
 from .cli import DEFAULT_SCENARIOS
@@ -125,18 +125,21 @@ class ReferenceVideos:
         return frames, {"fps": None}
 
 
-TEACHER_STEPS, TEACHER_GUIDANCE = 32, 3.0
-
-
 class TeacherVideos:
     """The `teacher:DIR` system: the bidirectional teacher samples each job's whole clip with its ODE
-    (TEACHER_STEPS Euler steps, guidance TEACHER_GUIDANCE: the settings of its training samples)."""
+    (`steps` Euler steps at classifier-free `guidance`; by default the settings of its training samples)."""
 
-    def __init__(self, system: System, device: str = "auto"):
+    def __init__(self, system: System, device: str = "auto", steps: int = TEACHER_SAMPLE_STEPS,
+                 guidance: float = TEACHER_GUIDANCE):
         from ...pipeline import VideoSSMPipeline
 
+        if steps < 1:
+            raise ConfigError(f"teacher steps must be >= 1, got {steps}")
+        if guidance < 0:
+            raise ConfigError(f"teacher guidance must be >= 0, got {guidance}")
         self.pipe = VideoSSMPipeline.from_pretrained(system.model, device=device)
         self.trained, self.fps = self.pipe.trained, self.pipe.model_config.fps
+        self.steps, self.guidance = steps, guidance
 
     def generate(self, job: "VideoJob", seconds: float, fps: int) -> tuple[np.ndarray, dict]:
         import time
@@ -153,7 +156,7 @@ class TeacherVideos:
         total = max(1, round(seconds * fps))
         started = time.perf_counter()
         x0 = sample_video_latents(pipe.transformer, pipe.encode_prompt(job.segments[0][1]),
-                                  latent_frames_for(total, cfg.vae_scale_temporal), TEACHER_STEPS, TEACHER_GUIDANCE,
+                                  latent_frames_for(total, cfg.vae_scale_temporal), self.steps, self.guidance,
                                   pipe.stream_config.shift, job.seed)
         frames = to_uint8_frames(pipe.decoder.decode(pipe.decoder.new_state(), x0))[:total]
         return frames, {"fps": len(frames) / (time.perf_counter() - started)}
@@ -230,8 +233,16 @@ def _num(value) -> float:
 
 
 def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir: str, probe, config: WorldMetricConfig,
-                   device: str = "auto", save_videos: bool = False, progress: bool = True) -> dict[str, dict]:
-    """Generate and measure every job for one system; cached per video under out_dir/videos/LABEL/."""
+                   device: str = "auto", save_videos: bool = False, progress: bool = True,
+                   teacher_sampling: dict | None = None) -> dict[str, dict]:
+    """Generate and measure every job for one system; cached per video under out_dir/videos/LABEL/.
+
+    `teacher_sampling` ({"steps", "guidance"}, default the teacher's training-sample settings) is how a
+    `teacher:DIR` system samples; it is kept in each of its records, and a cached record made with other
+    settings is an error rather than a silent mix."""
+    sampling = None
+    if system.memory == "teacher":
+        sampling = {"steps": TEACHER_SAMPLE_STEPS, "guidance": TEACHER_GUIDANCE, **(teacher_sampling or {})}
     from ...pipeline import VideoSSMPipeline
 
     folder = os.path.join(out_dir, "videos", system.label.replace("/", "_"))
@@ -241,12 +252,18 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
         path = os.path.join(folder, f"{job.name}.json")
         if os.path.isfile(path):
             with open(path) as f:
-                results[job.name] = json.load(f)
+                cached = json.load(f)
+            # records from before sampling was recorded used the defaults
+            recorded = cached.get("sampling", sampling and {"steps": TEACHER_SAMPLE_STEPS, "guidance": TEACHER_GUIDANCE})
+            if recorded != sampling:
+                raise ConfigError(f"{path} was sampled with {recorded}, not {sampling}; "
+                                  f"pass another --out-dir (or label) for other teacher settings")
+            results[job.name] = cached
             continue
         if pipe is None and system.memory in ("renderer", "vae"):
             pipe = ReferenceVideos(system, device)
         if pipe is None and system.memory == "teacher":
-            pipe = TeacherVideos(system, device)
+            pipe = TeacherVideos(system, device, **sampling)
         if pipe is None:
             pipe = VideoSSMPipeline.from_pretrained(system.model, device=device, memory=system.memory)
         if isinstance(pipe, (ReferenceVideos, TeacherVideos)):
@@ -257,7 +274,7 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
             frames, stats = pipe.generate(job.timeline(fps), seconds, seed=job.seed)
         metrics = video_metrics(frames, job.segments, fps, probe, config)
         record = _clean({"job": asdict(job), "system": asdict(system), "trained": pipe.trained,
-                         "gen_fps": stats["fps"], **metrics})
+                         "gen_fps": stats["fps"], **({"sampling": sampling} if sampling else {}), **metrics})
         if save_videos:
             from ...video.mp4 import Mp4Writer
 
@@ -340,10 +357,10 @@ def plot_curves(per_system: dict[str, dict[str, dict]], path: str) -> None:
 
 def run_world_eval(systems: list[System], jobs: list[VideoJob], seconds: float, out_dir: str, probe_dir: str | None = None,
                    device: str = "auto", save_videos: bool = False, samples: int = 2000, progress: bool = True,
-                   config: WorldMetricConfig = WorldMetricConfig()) -> dict:
+                   config: WorldMetricConfig = WorldMetricConfig(), teacher_sampling: dict | None = None) -> dict:
     probe = load_probe(probe_dir)
-    per_system = {s.label: measure_system(s, jobs, seconds, out_dir, probe, config, device, save_videos, progress)
-                  for s in systems}
+    per_system = {s.label: measure_system(s, jobs, seconds, out_dir, probe, config, device, save_videos, progress,
+                                          teacher_sampling) for s in systems}
     labels = [s.label for s in systems]
     compare = [(a, b) for a, b in (("hybrid", "window"), ("hybrid", "sink")) if a in labels and b in labels]
     table = aggregate(per_system, compare, samples)
