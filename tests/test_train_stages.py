@@ -239,10 +239,10 @@ def test_eval_world_measures_the_teacher_on_single_prompt_jobs(runs, tmp_path, c
                  "--no-progress"]) == 2
     assert "a teacher samples one prompt per clip" in capsys.readouterr().err
     assert main(["eval-world", "--systems", "teacher:nowhere", "--out-dir", str(out)]) == 2
-    assert all(v["sampling"] == {"steps": 32, "guidance": 3.0} for v in videos.values())
+    assert all(v["sampling"] == {"steps": 32, "guidance": 3.0, "shift": 5.0} for v in videos.values())
     capsys.readouterr()  # the cache holds guidance-3 videos: other settings must not be mixed in silently
     assert main([*argv, "--teacher-guidance", "1"]) == 2
-    assert "was sampled with {'steps': 32, 'guidance': 3.0}" in capsys.readouterr().err
+    assert "was sampled with {'steps': 32, 'guidance': 3.0, 'shift': 5.0}" in capsys.readouterr().err
 
 
 def test_teacher_system_samples_with_the_given_steps_and_guidance(runs):
@@ -251,11 +251,15 @@ def test_teacher_system_samples_with_the_given_steps_and_guidance(runs):
 
     system = System("teacher", os.path.join(runs["teacher"], "teacher"), "teacher")
     job = make_jobs(1, 1.0, ("plain",))[0]
-    frames = {g: TeacherVideos(system, "cpu", steps=2, guidance=g).generate(job, 1.0, 16)[0] for g in (1.0, 3.0)}
-    assert frames[1.0].shape == frames[3.0].shape and len(frames[1.0]) == 16
-    assert np.abs(frames[1.0].astype(int) - frames[3.0]).mean() > 0.5  # the guidance reaches the ODE
+    settings = [(1.0, 5.0), (3.0, 5.0), (3.0, 1.0)]  # (guidance, shift)
+    frames = [TeacherVideos(system, "cpu", steps=2, guidance=g, shift=s).generate(job, 1.0, 16)[0] for g, s in settings]
+    assert all(f.shape == frames[0].shape and len(f) == 16 for f in frames)
+    assert np.abs(frames[0].astype(int) - frames[1]).mean() > 0.5  # the guidance reaches the ODE
+    assert np.abs(frames[2].astype(int) - frames[1]).mean() > 0.5  # and so does the shift
     with pytest.raises(ConfigError, match="teacher steps must be >= 1, got 0"):
         TeacherVideos(system, "cpu", steps=0)
+    with pytest.raises(ConfigError, match="teacher shift must be > 0, got 0"):
+        TeacherVideos(system, "cpu", shift=0)
 
 
 def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp_path):

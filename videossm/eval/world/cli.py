@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ...config import TEACHER_GUIDANCE, TEACHER_SAMPLE_STEPS, default_model
+from ...config import TEACHER_GUIDANCE, TEACHER_SAMPLE_STEPS, StreamConfig, default_model
 
 PROBE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))), "assets", "probe")
@@ -35,6 +35,8 @@ def add_world_args(parser: argparse.ArgumentParser) -> None:
                    help="Euler steps of teacher:DIR systems' ODE (default: %(default)s, as its training samples)")
     g.add_argument("--teacher-guidance", type=float, default=TEACHER_GUIDANCE,
                    help="classifier-free guidance of teacher:DIR systems (default: %(default)s)")
+    g.add_argument("--teacher-shift", type=float, default=StreamConfig().shift,
+                   help="timestep shift of teacher:DIR systems' ODE grid (default: %(default)s, the stream's)")
     g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL") or default_model(),
                    help="model of systems given without one: checkpoint folder or preset (default: %(default)s)")
     g.add_argument("--videos", type=int, default=16, dest="world_videos",  # `eval` has a positional `videos`
@@ -73,7 +75,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     jobs = make_jobs(args.world_videos, args.seconds, tuple(args.scenarios), args.seed)
     run_world_eval(systems, jobs, args.seconds, args.out_dir, args.probe, args.device, args.save_videos,
                    args.bootstrap, not args.no_progress,
-                   teacher_sampling={"steps": args.teacher_steps, "guidance": args.teacher_guidance})
+                   teacher_sampling={"steps": args.teacher_steps, "guidance": args.teacher_guidance,
+                                     "shift": args.teacher_shift})
     with open(os.path.join(args.out_dir, "table.md")) as f:
         print(f.read())
     print(f"wrote {args.out_dir}/results.json, table.md, curves.png")

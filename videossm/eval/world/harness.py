@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from ...config import MEMORY_MODES, TEACHER_GUIDANCE, TEACHER_SAMPLE_STEPS, ConfigError
+from ...config import MEMORY_MODES, TEACHER_GUIDANCE, TEACHER_SAMPLE_STEPS, ConfigError, StreamConfig
 from ...world import SCENARIOS, render_clip, sample_spec
 from ...world.scenarios import WRAPPING_MOTIONS
 from .cli import DEFAULT_SCENARIOS
@@ -125,21 +125,27 @@ class ReferenceVideos:
         return frames, {"fps": None}
 
 
+# How `teacher:DIR` samples by default: as its training samples do.
+DEFAULT_TEACHER_SAMPLING = {"steps": TEACHER_SAMPLE_STEPS, "guidance": TEACHER_GUIDANCE, "shift": StreamConfig().shift}
+
+
 class TeacherVideos:
     """The `teacher:DIR` system: the bidirectional teacher samples each job's whole clip with its ODE
-    (`steps` Euler steps at classifier-free `guidance`; by default the settings of its training samples)."""
+    (`steps` Euler steps on a grid of timestep `shift`, classifier-free `guidance`)."""
 
     def __init__(self, system: System, device: str = "auto", steps: int = TEACHER_SAMPLE_STEPS,
-                 guidance: float = TEACHER_GUIDANCE):
+                 guidance: float = TEACHER_GUIDANCE, shift: float = DEFAULT_TEACHER_SAMPLING["shift"]):
         from ...pipeline import VideoSSMPipeline
 
         if steps < 1:
             raise ConfigError(f"teacher steps must be >= 1, got {steps}")
         if guidance < 0:
             raise ConfigError(f"teacher guidance must be >= 0, got {guidance}")
+        if not shift > 0:
+            raise ConfigError(f"teacher shift must be > 0, got {shift}")
         self.pipe = VideoSSMPipeline.from_pretrained(system.model, device=device)
         self.trained, self.fps = self.pipe.trained, self.pipe.model_config.fps
-        self.steps, self.guidance = steps, guidance
+        self.steps, self.guidance, self.shift = steps, guidance, shift
 
     def generate(self, job: "VideoJob", seconds: float, fps: int) -> tuple[np.ndarray, dict]:
         import time
@@ -157,7 +163,7 @@ class TeacherVideos:
         started = time.perf_counter()
         x0 = sample_video_latents(pipe.transformer, pipe.encode_prompt(job.segments[0][1]),
                                   latent_frames_for(total, cfg.vae_scale_temporal), self.steps, self.guidance,
-                                  pipe.stream_config.shift, job.seed)
+                                  self.shift, job.seed)
         frames = to_uint8_frames(pipe.decoder.decode(pipe.decoder.new_state(), x0))[:total]
         return frames, {"fps": len(frames) / (time.perf_counter() - started)}
 
@@ -237,12 +243,12 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
                    teacher_sampling: dict | None = None) -> dict[str, dict]:
     """Generate and measure every job for one system; cached per video under out_dir/videos/LABEL/.
 
-    `teacher_sampling` ({"steps", "guidance"}, default the teacher's training-sample settings) is how a
+    `teacher_sampling` ({"steps", "guidance", "shift"}; DEFAULT_TEACHER_SAMPLING fills the rest) is how a
     `teacher:DIR` system samples; it is kept in each of its records, and a cached record made with other
     settings is an error rather than a silent mix."""
     sampling = None
     if system.memory == "teacher":
-        sampling = {"steps": TEACHER_SAMPLE_STEPS, "guidance": TEACHER_GUIDANCE, **(teacher_sampling or {})}
+        sampling = {**DEFAULT_TEACHER_SAMPLING, **(teacher_sampling or {})}
     from ...pipeline import VideoSSMPipeline
 
     folder = os.path.join(out_dir, "videos", system.label.replace("/", "_"))
@@ -253,8 +259,8 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
         if os.path.isfile(path):
             with open(path) as f:
                 cached = json.load(f)
-            # records from before sampling was recorded used the defaults
-            recorded = cached.get("sampling", sampling and {"steps": TEACHER_SAMPLE_STEPS, "guidance": TEACHER_GUIDANCE})
+            # records from before the sampling was recorded used the defaults
+            recorded = cached.get("sampling", sampling and DEFAULT_TEACHER_SAMPLING)
             if recorded != sampling:
                 raise ConfigError(f"{path} was sampled with {recorded}, not {sampling}; "
                                   f"pass another --out-dir (or label) for other teacher settings")
