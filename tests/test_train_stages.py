@@ -239,10 +239,10 @@ def test_eval_world_measures_the_teacher_on_single_prompt_jobs(runs, tmp_path, c
                  "--no-progress"]) == 2
     assert "a teacher samples one prompt per clip" in capsys.readouterr().err
     assert main(["eval-world", "--systems", "teacher:nowhere", "--out-dir", str(out)]) == 2
-    assert all(v["sampling"] == {"steps": 32, "guidance": 3.0, "shift": 5.0} for v in videos.values())
+    assert all(v["sampling"] == {"steps": 32, "guidance": 3.0, "shift": 5.0, "start_sigma": 1.0} for v in videos.values())
     capsys.readouterr()  # the cache holds guidance-3 videos: other settings must not be mixed in silently
     assert main([*argv, "--teacher-guidance", "1"]) == 2
-    assert "was sampled with {'steps': 32, 'guidance': 3.0, 'shift': 5.0}" in capsys.readouterr().err
+    assert "was sampled with {'steps': 32, 'guidance': 3.0, 'shift': 5.0, 'start_sigma': 1.0}" in capsys.readouterr().err
 
 
 def test_teacher_system_samples_with_the_given_steps_and_guidance(runs):
@@ -260,6 +260,34 @@ def test_teacher_system_samples_with_the_given_steps_and_guidance(runs):
         TeacherVideos(system, "cpu", steps=0)
     with pytest.raises(ConfigError, match="teacher shift must be > 0, got 0"):
         TeacherVideos(system, "cpu", shift=0)
+
+
+def test_teacher_from_a_lightly_noised_world_clip_keeps_it(runs):
+    """start_sigma < 1 starts the ODE from the job's own clip: at a low noise level the video stays close to
+    that clip (as the teacher's VAE reconstructs it), far closer than a sample from pure noise."""
+    from videossm.eval.world.harness import System, TeacherVideos, make_jobs
+    from videossm.models.vae import to_uint8_frames
+
+    system = System("teacher", os.path.join(runs["teacher"], "teacher"), "teacher")
+    job = make_jobs(1, 1.0, ("plain",))[0]
+    teacher = TeacherVideos(system, "cpu", steps=8)
+    decoder = teacher.pipe.decoder
+    clean = teacher.encode_reference(job, 1.0, 16, latent_frames=5)
+    assert clean.shape[2] == 5  # 17 pixel frames: the 16 of the video and its last again
+    target = to_uint8_frames(decoder.decode(decoder.new_state(), clean))[:16].astype(int)
+    error = {}
+    for start in (0.05, 1.0):
+        teacher.start_sigma = start
+        error[start] = np.abs(teacher.generate(job, 1.0, 16)[0] - target).mean()
+    assert error[0.05] < 0.5 * error[1.0], error
+    from videossm.config import ConfigError
+    from videossm.sampling.ode import sample_video_latents
+
+    text = teacher.pipe.encode_prompt(job.segments[0][1])
+    with pytest.raises(ConfigError, match="start_sigma 0.5 < 1 needs the clean latents"):
+        sample_video_latents(teacher.pipe.transformer, text, 5, 8, 3.0, 5.0, 0, None, 0.5)
+    with pytest.raises(ConfigError, match=r"clean latents \(1, \d+, 4, "):
+        sample_video_latents(teacher.pipe.transformer, text, 5, 8, 3.0, 5.0, 0, clean[:, :, :4], 0.5)
 
 
 def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp_path):

@@ -72,11 +72,25 @@ def sample_ode(model, noise: torch.Tensor, cond: torch.Tensor, sigmas: list[floa
 
 @torch.no_grad()
 def sample_video_latents(model, text_embedding: torch.Tensor, latent_frames: int, steps: int, guidance: float,
-                         shift: float, seed: int) -> torch.Tensor:
-    """One clip of the bidirectional teacher from the noise of `seed`: x0 [1, C, latent_frames, h, w]."""
+                         shift: float, seed: int, clean: torch.Tensor | None = None,
+                         start_sigma: float = 1.0) -> torch.Tensor:
+    """One clip of the bidirectional teacher from the noise of `seed`: x0 [1, C, latent_frames, h, w].
+
+    With `clean` latents [1, C, latent_frames, h, w] and start_sigma < 1 it starts instead from them noised
+    to start_sigma and runs the part of the grid below it (SDEdit): how much of a real clip's object,
+    shape and path the teacher keeps from each noise level shows where in the ODE it loses them."""
     cfg = model.config
+    if not 0 < start_sigma <= 1:
+        raise ConfigError(f"start_sigma must be in (0, 1], got {start_sigma}")
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, cfg.in_channels, latent_frames, cfg.latent_height, cfg.latent_width, generator=gen)
-    x0, _ = sample_ode(model, noise.to(model.device), text_embedding.to(model.device),
-                       shifted_sigmas(steps, shift), guidance)
+    sigmas = shifted_sigmas(steps, shift)
+    if start_sigma < 1:
+        if clean is None:
+            raise ConfigError(f"start_sigma {start_sigma} < 1 needs the clean latents to noise")
+        if clean.shape != noise.shape:
+            raise ConfigError(f"clean latents {tuple(clean.shape)} do not match the clip's {tuple(noise.shape)}")
+        noise = (1 - start_sigma) * clean.float().cpu() + start_sigma * noise
+        sigmas = [start_sigma] + [s for s in sigmas if s < start_sigma]
+    x0, _ = sample_ode(model, noise.to(model.device), text_embedding.to(model.device), sigmas, guidance)
     return x0

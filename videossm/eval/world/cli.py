@@ -37,6 +37,9 @@ def add_world_args(parser: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance of teacher:DIR systems (default: %(default)s)")
     g.add_argument("--teacher-shift", type=float, default=StreamConfig().shift,
                    help="timestep shift of teacher:DIR systems' ODE grid (default: %(default)s, the stream's)")
+    g.add_argument("--teacher-start-sigma", type=float, default=1.0,
+                   help="below 1, teacher:DIR systems start from the world's own clip noised to this level "
+                        "instead of pure noise: a diagnostic of where the teacher loses the object")
     g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL") or default_model(),
                    help="model of systems given without one: checkpoint folder or preset (default: %(default)s)")
     g.add_argument("--videos", type=int, default=16, dest="world_videos",  # `eval` has a positional `videos`
@@ -76,7 +79,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     run_world_eval(systems, jobs, args.seconds, args.out_dir, args.probe, args.device, args.save_videos,
                    args.bootstrap, not args.no_progress,
                    teacher_sampling={"steps": args.teacher_steps, "guidance": args.teacher_guidance,
-                                     "shift": args.teacher_shift})
+                                     "shift": args.teacher_shift, "start_sigma": args.teacher_start_sigma})
     with open(os.path.join(args.out_dir, "table.md")) as f:
         print(f.read())
     print(f"wrote {args.out_dir}/results.json, table.md, curves.png")

@@ -126,15 +126,21 @@ class ReferenceVideos:
 
 
 # How `teacher:DIR` samples by default: as its training samples do.
-DEFAULT_TEACHER_SAMPLING = {"steps": TEACHER_SAMPLE_STEPS, "guidance": TEACHER_GUIDANCE, "shift": StreamConfig().shift}
+DEFAULT_TEACHER_SAMPLING = {"steps": TEACHER_SAMPLE_STEPS, "guidance": TEACHER_GUIDANCE, "shift": StreamConfig().shift,
+                            "start_sigma": 1.0}
 
 
 class TeacherVideos:
     """The `teacher:DIR` system: the bidirectional teacher samples each job's whole clip with its ODE
-    (`steps` Euler steps on a grid of timestep `shift`, classifier-free `guidance`)."""
+    (`steps` Euler steps on a grid of timestep `shift`, classifier-free `guidance`).
+
+    With start_sigma < 1 it does not start from pure noise but from the world's own clip of the job,
+    encoded by the teacher's VAE and noised to start_sigma (a diagnostic: where in the ODE the teacher
+    loses the object's shape and path)."""
 
     def __init__(self, system: System, device: str = "auto", steps: int = TEACHER_SAMPLE_STEPS,
-                 guidance: float = TEACHER_GUIDANCE, shift: float = DEFAULT_TEACHER_SAMPLING["shift"]):
+                 guidance: float = TEACHER_GUIDANCE, shift: float = DEFAULT_TEACHER_SAMPLING["shift"],
+                 start_sigma: float = 1.0):
         from ...pipeline import VideoSSMPipeline
 
         if steps < 1:
@@ -143,9 +149,11 @@ class TeacherVideos:
             raise ConfigError(f"teacher guidance must be >= 0, got {guidance}")
         if not shift > 0:
             raise ConfigError(f"teacher shift must be > 0, got {shift}")
+        if not 0 < start_sigma <= 1:
+            raise ConfigError(f"teacher start sigma must be in (0, 1], got {start_sigma}")
         self.pipe = VideoSSMPipeline.from_pretrained(system.model, device=device)
         self.trained, self.fps = self.pipe.trained, self.pipe.model_config.fps
-        self.steps, self.guidance, self.shift = steps, guidance, shift
+        self.steps, self.guidance, self.shift, self.start_sigma = steps, guidance, shift, start_sigma
 
     def generate(self, job: "VideoJob", seconds: float, fps: int) -> tuple[np.ndarray, dict]:
         import time
@@ -160,12 +168,32 @@ class TeacherVideos:
                               f"wraparound long_static)")
         pipe, cfg = self.pipe, self.pipe.model_config
         total = max(1, round(seconds * fps))
+        latent_frames = latent_frames_for(total, cfg.vae_scale_temporal)
+        clean = None
+        if self.start_sigma < 1:
+            clean = self.encode_reference(job, seconds, fps, latent_frames)
         started = time.perf_counter()
-        x0 = sample_video_latents(pipe.transformer, pipe.encode_prompt(job.segments[0][1]),
-                                  latent_frames_for(total, cfg.vae_scale_temporal), self.steps, self.guidance,
-                                  self.shift, job.seed)
+        x0 = sample_video_latents(pipe.transformer, pipe.encode_prompt(job.segments[0][1]), latent_frames,
+                                  self.steps, self.guidance, self.shift, job.seed, clean, self.start_sigma)
         frames = to_uint8_frames(pipe.decoder.decode(pipe.decoder.new_state(), x0))[:total]
         return frames, {"fps": len(frames) / (time.perf_counter() - started)}
+
+    def encode_reference(self, job: "VideoJob", seconds: float, fps: int, latent_frames: int):
+        """The world's clip of the job as normalised latents [1, C, latent_frames, h, w] (teacher's VAE)."""
+        import torch
+
+        from ...config import pixel_frames_for
+
+        cfg, decoder = self.pipe.model_config, self.pipe.decoder
+        clip = render_clip(job.segments[0][1], seconds, job.seed, cfg.height, fps, job.scenario)
+        needed = pixel_frames_for(latent_frames, cfg.vae_scale_temporal)  # may be the video's frames + 1
+        frames = clip.frames[:needed]
+        frames = np.concatenate([frames, frames[-1:].repeat(needed - len(frames), 0)])  # [needed, H, W, 3]
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]  # [1, 3, T, H, W]
+        with torch.no_grad():
+            z = decoder.vae.encode(pixels.to(decoder.device, decoder.dtype) / 127.5 - 1.0).latent_dist.mode()
+        mean, std = decoder.latents_mean.to(z.device), decoder.latents_std.to(z.device)
+        return (z.float() - mean) / std
 
 
 @dataclass(frozen=True)
