@@ -44,7 +44,8 @@ stage vae "$RUNS/vae" --base-dim 32 --dim-mult 1,2,4 --res-blocks 1 --decoder-di
   --steps 10000 --eval-every 1000
 # The teacher: three steps in four on 9-latent-frame clips, which cost a fifth of a 5 s clip on a CPU, and
 # each encoded clip used ~4 times (the VAE encoder's cost is mostly per call).
-stage teacher "$RUNS/teacher" --vae "$RUNS/vae/vae" --short-frames 9 --short-share 0.75 --reuse 4 --steps 10000
+stage teacher "$RUNS/teacher" --vae "$RUNS/vae/vae" --short-frames 9 --short-share 0.75 --reuse 4 --steps 10000 \
+  --train-shift 6
 # One causal ODE init serves the three modes (as Self-Forcing ships one ode_init): trained with the window and
 # sink that all modes share, so each mode starts the DMD stage from the same weights (hybrid's memory is
 # zero-gated, so it starts as exactly this model) and the comparison controls for the init.
