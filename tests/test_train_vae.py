@@ -198,3 +198,15 @@ def test_cli_train_vae_decoder_only_keeps_the_latent_space(tmp_path, capsys):
     assert "base_dim 8 != 16" in capsys.readouterr().err
     assert main(["train", "vae", "--out", str(tmp_path / "bad2"), "--encoder-from", str(tmp_path)] + common) == 2
     assert "not a saved VAE folder" in capsys.readouterr().err
+
+
+def test_edge_term_is_skipped_when_it_has_no_weight():
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**vae_config(**SMALL))
+    frames, masks = training_batch(0, 0, 0, batch=1, frames=9, seconds=1.0, size=32)
+    x, mask = to_pixels(frames), torch.from_numpy(masks).float()
+    with_edges = VAELoss(vae, sample=False)(x, mask)
+    without = VAELoss(vae, sample=False, edges=False)(x, mask)
+    assert with_edges[4] > 0 and without[4] == 0
+    for a, b in zip(with_edges[:4], without[:4]):  # the other terms are the same
+        torch.testing.assert_close(a, b)

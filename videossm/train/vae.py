@@ -93,11 +93,11 @@ def decode(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
 
 class VAELoss(nn.Module):
     """Wraps the VAE so that accelerate's DDP sees one forward: (recon, l1, l1 on object pixels, kl, l1 of
-    the image gradients). `sample`: decode a posterior sample (default) or its mode."""
+    the image gradients, or 0 without `edges`). `sample`: decode a posterior sample (default) or its mode."""
 
-    def __init__(self, vae: AutoencoderKLWan, sample: bool = True):
+    def __init__(self, vae: AutoencoderKLWan, sample: bool = True, edges: bool = True):
         super().__init__()
-        self.vae, self.sample = vae, sample
+        self.vae, self.sample, self.edges = vae, sample, edges
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None):
         post = self.vae.encode(x).latent_dist
@@ -105,7 +105,8 @@ class VAELoss(nn.Module):
         kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
         err = (recon - x).abs()
         l1_object = (err * mask[:, None]).mean() if mask is not None else err.new_zeros(())
-        l1_edges = sum((recon.diff(dim=d) - x.diff(dim=d)).abs().mean() for d in (-1, -2))  # sharp outlines
+        l1_edges = (sum((recon.diff(dim=d) - x.diff(dim=d)).abs().mean() for d in (-1, -2))  # sharp outlines
+                    if self.edges else err.new_zeros(()))
         return recon, err.mean(), l1_object, kl, l1_edges
 
 
@@ -261,7 +262,7 @@ def train_vae(args) -> dict:
                                           **({"encoder_from": os.path.abspath(args.encoder_from)} if source else {})},
                         keep=2)
     torch.manual_seed(args.seed)
-    model = VAELoss(AutoencoderKLWan(**cfg), sample=args.train_latents == "sample")
+    model = VAELoss(AutoencoderKLWan(**cfg), sample=args.train_latents == "sample", edges=args.edge_weight > 0)
     if source is None:
         with torch.no_grad():  # start the posterior narrow: at log-variance 0 the decoder would see mostly noise
             model.vae.quant_conv.bias[cfg["z_dim"]:] = args.logvar_init
