@@ -87,6 +87,21 @@ def test_state_size_is_constant_once_the_window_is_full(memory):
         assert len(state.window_latents) == sc.recent_frames
 
 
+@pytest.mark.parametrize("memory", ["hybrid", "window"])
+def test_a_window_of_one_block_attends_to_the_block_alone(memory):
+    """window = block and no sink: nothing stays cached, so each block attends to itself (and, in hybrid,
+    reads the memory that every past frame went into)."""
+    model = tiny_model()
+    sc = StreamConfig(memory=memory, block_frames=2, window_frames=2, sink_frames=0, num_steps=1)
+    from videossm.sampling.stream import StreamingGenerator
+
+    gen = StreamingGenerator(model, sc)
+    state = gen.new_state(0)
+    gen.set_prompt(state, "p", torch.randn(1, model.config.text_len, model.config.text_dim))
+    blocks = [gen.generate_block(state) for _ in range(3)]
+    assert all(torch.isfinite(b).all() for b in blocks) and len(state.window_latents) == 0
+
+
 def test_streaming_decode_is_identical_to_full_decode():
     torch.manual_seed(0)
     decoder = StreamingDecoder(AutoencoderKLWan(**vae_config(z_dim=4)).eval())

@@ -79,7 +79,7 @@ class LayerCache:
         """Rotated keys and values of all cached tokens, computed once per block."""
         if self._context is None or self._context[0] != block.version:
             cached = CachedTokens.cat(self.sink, self.recent)
-            if cached is None:
+            if cached is None or block.context_rope is None:  # nothing cached (e.g. a window of one block)
                 return None
             self._context = (block.version, rotate(cached.key, *block.context_rope), cached.value)
         return self._context[1], self._context[2]
