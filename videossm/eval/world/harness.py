@@ -287,8 +287,8 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
         if os.path.isfile(path):
             with open(path) as f:
                 cached = json.load(f)
-            # records from before the sampling was recorded used the defaults
-            recorded = cached.get("sampling", sampling and DEFAULT_TEACHER_SAMPLING)
+            # a setting missing from a record (older records lack some or all) was its default
+            recorded = sampling and {**DEFAULT_TEACHER_SAMPLING, **cached.get("sampling", {})}
             if recorded != sampling:
                 raise ConfigError(f"{path} was sampled with {recorded}, not {sampling}; "
                                   f"pass another --out-dir (or label) for other teacher settings")
