@@ -147,6 +147,44 @@ def test_students_of_other_modes_share_the_teacher_trajectories(runs, tmp_path, 
     assert "holds trajectories made with other settings" in err and "'guidance': (3.0, 2.0)" in err
 
 
+def test_causal_init_on_world_clips_regresses_the_noised_clip_and_resumes_exactly(runs, tmp_path):
+    """--source world: no trajectories; the targets are the world's clips through the teacher's VAE, and a
+    resumed run (replay pool rebuilt) logs the losses of an uninterrupted one."""
+    from videossm.train.causal import WorldBatches
+    from videossm.train.data import batch_rng
+
+    def run(out, steps):
+        return main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(out),
+                     "--source", "world", "--reuse", "2", "--replay-window", "2", "--latent-frames", "6",
+                     "--window-frames", "3", "--sink-frames", "0", "--steps", str(steps), "--batch", "2",
+                     *runs["common"]])
+
+    assert run(tmp_path / "whole", 4) == 0
+    assert run(tmp_path / "split", 2) == 0 and run(tmp_path / "split", 4) == 0
+    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    assert np.isfinite(whole["loss"]).all() and list(whole["step"]) == [1, 2, 3, 4]
+    np.testing.assert_allclose(split["loss"], whole["loss"], rtol=1e-5)
+    assert not os.path.exists(tmp_path / "whole" / "trajectories")
+    metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert metrics["source"] == "world" and "pairs" not in metrics
+    before = load_safetensors(os.path.join(runs["teacher"], "teacher", "transformer.safetensors"))
+    after = _ckpt_model(tmp_path / "whole")["model"]
+    assert any(not torch.equal(v, before[k.removeprefix("student.")]) for k, v in after.items())
+    assert VideoSSMPipeline.from_pretrained(str(tmp_path / "whole" / "student")).trained
+
+    # the states are the clip noised to each student sigma, with one noise per clip
+    teacher = VideoSSMPipeline.from_pretrained(os.path.join(runs["teacher"], "teacher"))
+    args = type("Args", (), dict(teacher=f"{runs['teacher']}/teacher", latent_frames=6, reuse=1, replay_window=4,
+                                 seed=0))()
+    sigmas = denoising_sigmas(4, 5.0)
+    states, x0, prompts = WorldBatches(teacher, args, "cpu", 0).batch(0, batch_rng(0, 0, 0), 2, sigmas)
+    assert states.shape[:2] == (2, 4) and x0.shape[2] == 6 and len(prompts) == 2
+    noise = (states[:, 0] - (1 - sigmas[0]) * x0) / sigmas[0]
+    for k, s in enumerate(sigmas):
+        torch.testing.assert_close(states[:, k], (1 - s) * x0 + s * noise, atol=1e-5, rtol=1e-5)
+    assert x0.std() > 0.05
+
+
 def test_dmd_and_long_stages_move_the_generator_and_export_streaming_students(runs):
     for stage, start in (("dmd", runs["causal"]), ("long", runs["dmd"])):
         log = read_csv(os.path.join(runs[stage], "log.csv"))

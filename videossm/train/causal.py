@@ -15,6 +15,13 @@
    `hybrid` mode the clean passes keep the gates' graph, so frames evicted from the window train the
    memory's write path through M. Loss: MSE of x0, averaged over blocks.
 
+`--source world` replaces step 1: the student regresses the world's own clips (encoded by the teacher's
+VAE) from those clips noised to its sigmas, x_s = (1 - s) x0 + s eps, with the clean clip as its past:
+teacher forcing on data (diffusion forcing's objective at the student's noise levels). It needs no
+trajectories and no teacher ODE, so it does not inherit what the teacher gets wrong from pure noise; the
+teacher still gives the starting weights and the text encoder. `--reuse N` reuses encoded clips as
+`train teacher --reuse` does.
+
 The result, `out/student/`, is a streaming checkpoint (memory mode, window and sink in its config) for
 the DMD stage, or to generate with directly.
 """
@@ -129,6 +136,46 @@ def load_trajectories(folder: str, pairs: int, shard_size: int) -> dict:
             "x0": torch.cat([s["x0"] for s in shards])[:pairs]}
 
 
+class TrajectoryBatches:
+    """--source teacher: batches of the stored trajectories (states at the student's sigmas and their x0)."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def batch(self, step: int, rng: np.random.Generator, batch: int, sigmas: list[float]):
+        """states [B, S, C, F, h, w], x0 [B, C, F, h, w] (float32, CPU), prompts."""
+        count = len(self.data["prompts"])
+        idx = rng.choice(count, size=batch, replace=count < batch)
+        return (self.data["states"][idx].float(), self.data["x0"][idx].float(),
+                [self.data["prompts"][i] for i in idx])
+
+
+class WorldBatches:
+    """--source world: the world's clips (train prompts, single-prompt scenarios) encoded by the teacher's VAE,
+    each noised once and taken at the student's sigmas: x_s = (1 - s) x0 + s eps. The student then learns
+    to denoise a block given the clean past, the flow's own target, rather than the teacher's ODE map."""
+
+    def __init__(self, teacher, args, device, rank: int):
+        from .data import ReplayLatents, WorldLatents, check_geometry, load_frozen_vae
+
+        vae = load_frozen_vae(os.path.join(args.teacher, "vae"), device)
+        check_geometry(vae, teacher.model_config)
+        self.source = WorldLatents(vae, teacher.model_config, args.latent_frames)
+        if args.reuse < 1:
+            raise ConfigError(f"--reuse must be >= 1, got {args.reuse}")
+        self.pool = (ReplayLatents(self.source, args.reuse, args.replay_window, args.seed, rank, lambda s: True)
+                     if args.reuse > 1 else None)
+        self.seed, self.rank = args.seed, rank
+
+    def batch(self, step: int, rng: np.random.Generator, batch: int, sigmas: list[float]):
+        x0, prompts = self.pool.batch(step, rng, batch) if self.pool else self.source.batch(rng, batch)
+        x0 = x0.float().cpu()  # [B, C, F, h, w]
+        gen = torch.Generator().manual_seed(step_seed(self.seed, self.rank, step))
+        noise = torch.randn(x0.shape, generator=gen)
+        states = torch.stack([(1 - s) * x0 + s * noise for s in sigmas], dim=1)  # [B, S, C, F, h, w]
+        return states, x0, prompts
+
+
 # --- 2. regression -----------------------------------------------------------------------------------------
 
 class CausalODELoss(nn.Module):
@@ -182,15 +229,25 @@ def train_causal(args) -> dict:
     teacher = load_checkpoint(args.teacher, acc.device)
     teacher.transformer.requires_grad_(False)
     sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
-    make_trajectories(acc, teacher, args, sigmas)
-    data = load_trajectories(trajectory_folder(args), args.pairs, args.shard_size)
-    text_bank = {p: teacher.text_encoder.encode(p).cpu() for p in sorted(set(data["prompts"]))}
+    if args.source == "teacher":
+        make_trajectories(acc, teacher, args, sigmas)
+        data = TrajectoryBatches(load_trajectories(trajectory_folder(args), args.pairs, args.shard_size))
+    else:
+        data = WorldBatches(teacher, args, acc.device, acc.process_index)
+    text_bank: dict[str, torch.Tensor] = {}
+
+    def encode(prompts: list[str]) -> torch.Tensor:  # [B, L, D]
+        for p in prompts:
+            if p not in text_bank:
+                text_bank[p] = teacher.text_encoder.encode(p).cpu()
+        return torch.cat([text_bank[p] for p in prompts]).to(acc.device)
 
     student = copy.deepcopy(teacher.transformer).requires_grad_(True).train()
     model = CausalODELoss(student, stream_config, args.memory_grad)
     ckpt = Checkpointer(args.out, keep=2, config={
         "stage": "causal", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
-        "latent_frames": args.latent_frames, "pairs": args.pairs, "seed": args.seed})
+        "latent_frames": args.latent_frames, "seed": args.seed, "source": args.source,
+        **({"pairs": args.pairs} if args.source == "teacher" else {})})
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
     ema = EMA(acc.unwrap_model(model), decay=args.ema)
@@ -204,12 +261,9 @@ def train_causal(args) -> dict:
         lr = lr_at(step, args.lr, args.warmup, args.steps)
         set_lr(opt, lr)
         rng = batch_rng(args.seed, acc.process_index, step)
-        idx = rng.choice(len(data["prompts"]), size=args.batch, replace=len(data["prompts"]) < args.batch)
+        states, x0, prompts = data.batch(step, rng, args.batch, sigmas)
         sigma_index = [int(k) for k in rng.integers(0, len(sigmas), size=num_blocks)]
-        states = data["states"][idx].float().to(acc.device)
-        x0 = data["x0"][idx].float().to(acc.device)
-        text = torch.cat([text_bank[data["prompts"][i]] for i in idx]).to(acc.device)
-        loss = model(states, x0, text, sigma_index, sigmas)
+        loss = model(states.to(acc.device), x0.to(acc.device), encode(prompts), sigma_index, sigmas)
         acc.backward(loss)
         grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
@@ -229,10 +283,12 @@ def train_causal(args) -> dict:
     if main:
         shadow = ema.averaged_copy(acc.unwrap_model(model))
         student_dir = os.path.join(args.out, "student")
+        init = "ODE-regression init" if args.source == "teacher" else "init by teacher forcing on world clips"
         export_student(shadow.student, teacher, stream_config, student_dir,
-                       f"causal student ({args.memory}), ODE-regression init, {state.step} steps (stage 2)")
+                       f"causal student ({args.memory}), {init}, {state.step} steps (stage 2)")
         losses = read_csv(log.path)["loss"]
-        result = write_stage_metrics(args, acc, state, "causal", memory=args.memory, pairs=args.pairs,
+        result = write_stage_metrics(args, acc, state, "causal", memory=args.memory, source=args.source,
+                                     **({"pairs": args.pairs} if args.source == "teacher" else {}),
                                      final_loss=round(float(np.mean(losses[-10:])), 5), student_dir=student_dir)
         acc.print(f"saved {student_dir}; final loss {result['final_loss']}")
     acc.wait_for_everyone()

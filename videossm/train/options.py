@@ -56,6 +56,10 @@ def add_causal_args(p) -> None:
     p.add_argument("--teacher", required=True, help="the teacher folder (train teacher's OUT/teacher)")
     p.add_argument("--out", default="runs/causal", help="run folder: trajectories/, checkpoints, logs, student/")
     add_stream_args(p)
+    p.add_argument("--source", choices=("teacher", "world"), default="teacher",
+                   help="what the student regresses: the teacher's ODE trajectories (x0 from noise, as Self-Forcing's "
+                        "ODE init), or the world's own clips encoded by the teacher's VAE, noised to the student's "
+                        "sigmas (teacher forcing on data, no trajectories)")
     p.add_argument("--latent-frames", type=int, default=21, help="trajectory length in latent frames (21: 5 s)")
     p.add_argument("--pairs", type=int, default=1024, help="teacher trajectories to generate")
     p.add_argument("--shard-size", type=int, default=16, help="trajectories per shard file")
@@ -64,6 +68,9 @@ def add_causal_args(p) -> None:
                         "memory mode, so the hybrid, sink and window students can share one folder")
     p.add_argument("--ode-substeps", type=int, default=8, help="teacher Euler steps between two student sigmas")
     p.add_argument("--guidance", type=float, default=TEACHER_GUIDANCE, help="teacher classifier-free guidance")
+    p.add_argument("--reuse", type=int, default=1,
+                   help="--source world: use each encoded clip about this many times (see train teacher --reuse)")
+    p.add_argument("--replay-window", type=int, default=4, help="--source world: refreshes kept in the clip pool")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4)
