@@ -48,7 +48,7 @@ from ..world import sample_prompt
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
                      progress, read_csv, set_lr, step_seed, write_json,
                      write_stage_metrics)
-from .data import batch_rng
+from .data import batch_rng, step_batch
 
 
 
@@ -160,15 +160,13 @@ class WorldBatches:
 
         vae = load_frozen_vae(os.path.join(args.teacher, "vae"), device)
         check_geometry(vae, teacher.model_config)
-        self.source = WorldLatents(vae, teacher.model_config, args.latent_frames)
-        if args.reuse < 1:
-            raise ConfigError(f"--reuse must be >= 1, got {args.reuse}")
-        self.pool = (ReplayLatents(self.source, args.reuse, args.replay_window, args.seed, rank, lambda s: True)
-                     if args.reuse > 1 else None)
+        self.clips = WorldLatents(vae, teacher.model_config, args.latent_frames)
+        if args.reuse > 1:
+            self.clips = ReplayLatents(self.clips, args.reuse, args.replay_window, args.seed, rank, lambda s: True)
         self.seed, self.rank = args.seed, rank
 
     def batch(self, step: int, rng: np.random.Generator, batch: int, sigmas: list[float]):
-        x0, prompts = self.pool.batch(step, rng, batch) if self.pool else self.source.batch(rng, batch)
+        x0, prompts = step_batch(self.clips, step, rng, batch)
         x0 = x0.float().cpu()  # [B, C, F, h, w]
         gen = torch.Generator().manual_seed(step_seed(self.seed, self.rank, step))
         noise = torch.randn(x0.shape, generator=gen)
@@ -220,7 +218,7 @@ def export_student(transformer, teacher, stream_config: StreamConfig, path: str,
 def train_causal(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    for name in ("steps", "batch", "pairs", "shard_size", "save_every", "log_every"):
+    for name in ("steps", "batch", "pairs", "shard_size", "save_every", "log_every", "reuse", "replay_window"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     stream_config = stream_config_from(args)

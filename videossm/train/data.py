@@ -106,6 +106,12 @@ class ReplayLatents:
         return latents[torch.from_numpy(pick)], [prompts[i] for i in pick]
 
 
+def step_batch(data: WorldLatents | ReplayLatents, step: int, rng: np.random.Generator,
+               batch: int) -> tuple[torch.Tensor, list[str]]:
+    """Step `step`'s batch: fresh clips from WorldLatents, or a draw from a ReplayLatents pool."""
+    return data.batch(step, rng, batch) if isinstance(data, ReplayLatents) else data.batch(rng, batch)
+
+
 def batch_rng(seed: int, rank: int, step: int, stream: int = 0) -> np.random.Generator:
     """The data RNG of one step of one process (stream separates independent draws of the same step)."""
     return np.random.default_rng([seed, rank, step, stream])

@@ -41,7 +41,7 @@ from ..sampling.ode import sample_video_latents, shift_sigma
 from ..world import sample_prompt, vocabulary
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
                      progress, read_csv, set_lr, step_seed, write_stage_metrics)
-from .data import ReplayLatents, WorldLatents, batch_rng, check_geometry, load_frozen_vae
+from .data import ReplayLatents, WorldLatents, batch_rng, check_geometry, load_frozen_vae, step_batch
 
 SAMPLE_SEED = 20251207
 
@@ -161,9 +161,7 @@ def train_teacher(args) -> dict:
         set_lr(opt, lr)
         rng = batch_rng(args.seed, acc.process_index, step)
         short = short_data is not None and rng.random() < args.short_share  # == is_short(step)
-        source = short_data if short else data
-        x0, prompts = (source.batch(step, rng, args.batch) if isinstance(source, ReplayLatents)
-                       else source.batch(rng, args.batch))  # [B, C, F, h, w]
+        x0, prompts = step_batch(short_data if short else data, step, rng, args.batch)  # [B, C, F, h, w]
         input_ids, mask = text.tokenize(prompts)
         gen = torch.Generator().manual_seed(step_seed(args.seed, acc.process_index, step))
         u = torch.rand(args.batch, generator=gen)

@@ -138,9 +138,9 @@ class TeacherVideos:
     encoded by the teacher's VAE and noised to start_sigma (a diagnostic: where in the ODE the teacher
     loses the object's shape and path)."""
 
-    def __init__(self, system: System, device: str = "auto", steps: int = TEACHER_SAMPLE_STEPS,
-                 guidance: float = TEACHER_GUIDANCE, shift: float = DEFAULT_TEACHER_SAMPLING["shift"],
-                 start_sigma: float = 1.0):
+    def __init__(self, system: System, device: str = "auto", steps: int = DEFAULT_TEACHER_SAMPLING["steps"],
+                 guidance: float = DEFAULT_TEACHER_SAMPLING["guidance"], shift: float = DEFAULT_TEACHER_SAMPLING["shift"],
+                 start_sigma: float = DEFAULT_TEACHER_SAMPLING["start_sigma"]):
         from ...pipeline import VideoSSMPipeline
 
         if steps < 1:
@@ -180,20 +180,14 @@ class TeacherVideos:
 
     def encode_reference(self, job: "VideoJob", seconds: float, fps: int, latent_frames: int):
         """The world's clip of the job as normalised latents [1, C, latent_frames, h, w] (teacher's VAE)."""
-        import torch
+        from ...train.data import WorldLatents
 
-        from ...config import pixel_frames_for
-
-        cfg, decoder = self.pipe.model_config, self.pipe.decoder
-        clip = render_clip(job.segments[0][1], seconds, job.seed, cfg.height, fps, job.scenario)
-        needed = pixel_frames_for(latent_frames, cfg.vae_scale_temporal)  # may be the video's frames + 1
-        frames = clip.frames[:needed]
-        frames = np.concatenate([frames, frames[-1:].repeat(needed - len(frames), 0)])  # [needed, H, W, 3]
-        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]  # [1, 3, T, H, W]
-        with torch.no_grad():
-            z = decoder.vae.encode(pixels.to(decoder.device, decoder.dtype) / 127.5 - 1.0).latent_dist.mode()
-        mean, std = decoder.latents_mean.to(z.device), decoder.latents_std.to(z.device)
-        return (z.float() - mean) / std
+        cfg = self.pipe.model_config
+        encoder = WorldLatents(self.pipe.decoder.vae, cfg, latent_frames)
+        frames = render_clip(job.segments[0][1], seconds, job.seed, cfg.height, fps, job.scenario).frames
+        frames = frames[:encoder.pixel_frames]  # may be one short of pixel_frames: repeat the last
+        frames = np.concatenate([frames, frames[-1:].repeat(encoder.pixel_frames - len(frames), 0)])
+        return encoder.encode(frames[None])
 
 
 @dataclass(frozen=True)
@@ -271,9 +265,9 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
                    teacher_sampling: dict | None = None) -> dict[str, dict]:
     """Generate and measure every job for one system; cached per video under out_dir/videos/LABEL/.
 
-    `teacher_sampling` ({"steps", "guidance", "shift"}; DEFAULT_TEACHER_SAMPLING fills the rest) is how a
-    `teacher:DIR` system samples; it is kept in each of its records, and a cached record made with other
-    settings is an error rather than a silent mix."""
+    `teacher_sampling` ({"steps", "guidance", "shift", "start_sigma"}; DEFAULT_TEACHER_SAMPLING fills the
+    rest) is how a `teacher:DIR` system samples; it is kept in each of its records, and a cached record made
+    with other settings is an error rather than a silent mix."""
     sampling = None
     if system.memory == "teacher":
         sampling = {**DEFAULT_TEACHER_SAMPLING, **(teacher_sampling or {})}
