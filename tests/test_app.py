@@ -25,8 +25,6 @@ RED = "a red circle moving right on a gray background"
 BLUE = "a blue square moving left on a black background"
 
 
-
-
 @pytest.mark.parametrize("size", [(32, 32), (33, 31)])
 def test_ts_segment_round_trip(tmp_path, size):
     h, w = size
@@ -80,8 +78,6 @@ def test_worker_pool_spreads_requests():
 
 @pytest.fixture(scope="module")
 def served():
-    from gradio_client import Client
-
     from videossm.ui import AppConfig, WorkerPool, build_app
 
     # The test preset; generation paced to at most 1 s ahead of the viewer, so a 4 s video takes ~3 s.

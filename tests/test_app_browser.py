@@ -27,7 +27,6 @@ pytestmark = [
 ]
 
 
-
 def test_browser_generate_plays_and_timeline_edits():
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
     from videossm.ui import AppConfig, WorkerPool, build_app

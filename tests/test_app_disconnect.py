@@ -21,7 +21,6 @@ pytestmark = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ff
                                 reason="Gradio's streaming video needs the system ffmpeg/ffprobe (scripts/setup.sh)")
 
 
-
 def _generate_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "videossm-generate" and t.is_alive()]
 

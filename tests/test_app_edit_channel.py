@@ -153,8 +153,6 @@ def test_edits_reach_a_generator_in_another_process(tmp_path):
         channel.close()
 
 
-
-
 @pytest.fixture(scope="module")
 def served_file_mode(tmp_path_factory):
     from videossm.ui import AppConfig, WorkerPool, build_app

@@ -34,7 +34,6 @@ ARENA_SOURCES_JS = """() => Array.from(document.querySelectorAll('video'))
     .filter(s => s)"""
 
 
-
 def _choose(page, label: str, letter: str, expect) -> None:
     """Pick `letter` in the Gradio dropdown labelled `label`: open it, click the option, see it selected."""
     box = page.get_by_label(label, exact=True)

@@ -179,7 +179,6 @@ def test_eval_cli_end_to_end_offline(hub_cache, tmp_path):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-
 def test_eval_cli_clean_errors(tmp_path, capsys):
     from videossm.cli import main
     from videossm.video.mp4 import write_mp4

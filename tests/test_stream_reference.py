@@ -7,7 +7,7 @@ import torch
 from videossm.config import StreamConfig
 
 from .helpers import run_stream, tiny_model
-from .reference_model import memory_state_matrix_form, reference_forward  # noqa: F401
+from .reference_model import reference_forward
 
 CASES = [
     # memory, block, window, sink, rope, blocks

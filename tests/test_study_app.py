@@ -25,7 +25,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOTERS, VOTES_EACH = (int(v) for v in os.environ.get("VIDEOSSM_STUDY_LOAD", "20x5").split("x"))
 
 
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     return build_template(str(tmp_path_factory.mktemp("study") / "template"))

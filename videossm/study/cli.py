@@ -11,8 +11,6 @@ import json
 import os
 import sys
 
-from ..config import ConfigError
-
 ROOT_ENV = "VIDEOSSM_STUDY_DIR"
 DEFAULT_SYSTEMS = ("tiny:hybrid", "tiny:sink", "tiny:window")
 DEFAULT_PROMPT = "a red circle moving right on a gray background"

@@ -51,10 +51,6 @@ from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimize
 from .data import batch_rng, step_batch
 
 
-
-
-
-
 def stream_config_from(args) -> StreamConfig:
     return StreamConfig(memory=args.memory, block_frames=args.block_frames, window_frames=args.window_frames,
                         sink_frames=args.sink_frames).validate()

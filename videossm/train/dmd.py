@@ -42,10 +42,6 @@ from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimize
 from .data import batch_rng
 
 
-
-
-
-
 class Rollout:
     """One training stream: its StreamState plus the bookkeeping of prompts and switches."""
 

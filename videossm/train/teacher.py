@@ -46,8 +46,6 @@ from .data import ReplayLatents, WorldLatents, batch_rng, check_geometry, load_f
 SAMPLE_SEED = 20251207
 
 
-
-
 class TeacherLoss(nn.Module):
     """Transformer + text encoder behind one forward (one DDP module): the flow-matching loss."""
 
