@@ -354,9 +354,16 @@ def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp
     sink = text[text.index("### `sink`"):text.index("### `window`")]
     assert f"| causal | `{recipe / 'causal'}` | `" in sink  # the shared init serves the baselines too
     assert f"| dmd | `{recipe / 'dmd-sink'}` | not run yet" in sink
+    assert "causal ODE init (regression on the teacher's trajectories)" in text  # the fixture's --source teacher
     os.symlink(runs["causal"], recipe / "causal-window")  # a mode with its own init uses it
     text = main(["train", "card", "--runs", str(recipe), "--to", str(card)]) == 0 and card.read_text()
     assert f"| causal | `{recipe / 'causal-window'}` | `" in text[text.index("### `window`"):]
+    os.unlink(recipe / "causal")  # a shared init made with --source world is named as such
+    (recipe / "causal").mkdir()
+    metrics = json.load(open(os.path.join(runs["causal"], "metrics.json")))
+    json.dump({**metrics, "source": "world"}, open(recipe / "causal" / "metrics.json", "w"))
+    text = main(["train", "card", "--runs", str(recipe), "--to", str(card)]) == 0 and card.read_text()
+    assert "teacher forcing on the world's noised clips" in text and "ODE init" not in text
 
 
 def test_model_card_names_a_missing_eval_table(tmp_path, capsys):
