@@ -2,7 +2,8 @@
 
 Options fall back to the environment, then to defaults:
   --model   VIDEOSSM_MODEL    preset names or checkpoint folders, comma-separated; the first is the default
-                              (default: videossm.ui.config.DEFAULT_MODEL, today the embedded UNTRAINED "tiny")
+                              (default: the shipped assets/videossm-hybrid, with the shipped sink and window
+                              baselines beside it for the memory radio; the UNTRAINED "tiny" when none is shipped)
   --device  VIDEOSSM_DEVICE   auto (every GPU, one worker each; else CPU), cpu, cuda:1, or a comma list
   --host    VIDEOSSM_HOST or GRADIO_SERVER_NAME  interface to listen on (default 127.0.0.1; a Space sets
                               GRADIO_SERVER_NAME=0.0.0.0; use 0.0.0.0 in a container)
@@ -21,7 +22,7 @@ import logging
 import os
 import sys
 
-from videossm.ui.config import DEFAULT_MODEL, AppConfig
+from videossm.ui.config import DEFAULT_MODELS, AppConfig
 
 
 def _env_port() -> int:
@@ -34,9 +35,9 @@ def _env_port() -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="VideoSSM streaming text-to-video app (Gradio).")
-    parser.add_argument("--model", default=os.environ.get("VIDEOSSM_MODEL", DEFAULT_MODEL),
+    parser.add_argument("--model", default=os.environ.get("VIDEOSSM_MODEL", ",".join(DEFAULT_MODELS)),
                         help=f"model preset(s) or checkpoint folder(s), comma-separated; the first is the default "
-                             f"(env VIDEOSSM_MODEL; default: {DEFAULT_MODEL})")
+                             f"(env VIDEOSSM_MODEL; default: {','.join(DEFAULT_MODELS)})")
     parser.add_argument("--device", default=os.environ.get("VIDEOSSM_DEVICE", "auto"),
                         help="auto (one worker per GPU, else CPU), cpu, cuda:0,cuda:1, ... (env VIDEOSSM_DEVICE)")
     parser.add_argument("--host", default=os.environ.get("VIDEOSSM_HOST")

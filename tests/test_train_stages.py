@@ -251,15 +251,34 @@ def test_ship_with_a_decoder_retrained_on_the_students_encoder(runs, tmp_path, c
     assert not os.path.exists(tmp_path / "x")
 
 
-def test_default_model_is_the_shipped_checkpoint_when_present(runs, tmp_path, monkeypatch):
+def test_default_model_is_the_shipped_checkpoint_of_the_memory_mode(runs, tmp_path, monkeypatch):
     import videossm.config as config
+    from videossm.cli import build_parser, load_pipe
+    from videossm.eval.world.harness import parse_system
 
-    monkeypatch.setattr(config, "SHIPPED_DEFAULT", str(tmp_path / "assets" / "videossm-hybrid"))
-    assert config.default_model() == "tiny"  # nothing shipped: the untrained preset
-    assert main(["train", "ship", "--student", os.path.join(runs["causal"], "student"),
-                 "--to", config.SHIPPED_DEFAULT]) == 0
-    assert config.default_model() == config.SHIPPED_DEFAULT
+    assets = tmp_path / "assets"
+    monkeypatch.setattr(config, "ASSETS_DIR", str(assets))
+    monkeypatch.delenv("VIDEOSSM_MODEL", raising=False)
+    assert config.default_model() == config.default_model("sink") == "tiny"  # nothing shipped: untrained preset
+    hybrid, sink = str(assets / "videossm-hybrid"), str(assets / "videossm-sink")
+    assert main(["train", "ship", "--student", os.path.join(runs["causal"], "student"), "--to", hybrid]) == 0
+    assert config.default_model() == config.default_model("sink") == hybrid  # the baselines fall back to it
     assert VideoSSMPipeline.from_pretrained(config.default_model()).trained
+    assert main(["train", "ship", "--student", os.path.join(runs["dmd"], "student"), "--to", sink]) == 0
+    assert config.default_model("sink") == sink and config.default_model("window") == config.default_model() == hybrid
+    # `generate --memory sink` and eval-world's bare `sink` system use the sink checkpoint
+    args = build_parser().parse_args(["generate", "--prompt", "a red circle moving right on a gray background",
+                                      "--memory", "sink"])
+    assert load_pipe(args).stream_config.memory == "sink" and args.model == sink
+    assert parse_system("sink").model == sink and parse_system("sink").label == "sink"
+    assert parse_system("window").model == hybrid and parse_system("hybrid", "tiny").model == "tiny"
+    # the app serves the shipped baselines beside hybrid; its memory radio picks the one trained for the mode
+    from videossm.ui import AppConfig, WorkerPool
+
+    pool = WorkerPool(AppConfig(models=(hybrid, sink, "test"), devices=("cpu",), warmup=False))
+    assert pool.model_for(None, "sink") == pool.model_for(hybrid, "sink") == sink
+    assert pool.model_for(sink, "hybrid") == hybrid and pool.model_for(sink, "window") == sink  # none for window
+    assert pool.model_for("test", "sink") == "test"  # a preset or a folder of one's own is taken as given
 
 
 def test_eval_world_measures_the_teacher_on_single_prompt_jobs(runs, tmp_path, capsys):

@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-from .config import MEMORY_MODES, MODEL_PRESETS, ConfigError
+from .config import MEMORY_MODES, MODEL_PRESETS, ConfigError, default_model
 
 OPS_BACKENDS = ("auto", "reference", "naive", "triton", "fla")
 PROMPT = "a red circle moving right on a gray background"
@@ -64,6 +64,7 @@ def resolve_model(args) -> None:
             raise ConfigError(f"--preset {args.preset} has no trained weights; add --random-weights to measure "
                               f"its speed and memory with fresh weights")
         args.model = args.preset
+    args.model = args.model or default_model()  # speed is per mode, not per checkpoint: one model for all
     if args.random_weights and args.model not in MODEL_PRESETS:
         raise ConfigError(f"--random-weights needs a preset ({', '.join(MODEL_PRESETS)}), got --model {args.model!r}")
 

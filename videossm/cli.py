@@ -29,9 +29,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=os.environ.get("VIDEOSSM_MODEL") or default_model(),
+    p.add_argument("--model", default=os.environ.get("VIDEOSSM_MODEL"),
                    help="self-forcing, longlive, wan2.1-t2v-1.3b (hub downloads), a hub repo id or folder (ours or "
-                        "Wan2.1), or a preset name for fresh untrained weights (default: %(default)s)")
+                        "Wan2.1), or a preset name for fresh untrained weights (default: $VIDEOSSM_MODEL, else the "
+                        f"shipped checkpoint of --memory, else {default_model()})")
     p.add_argument("--device", default=os.environ.get("VIDEOSSM_DEVICE", "auto"), help="cpu, cuda, cuda:N or auto")
     p.add_argument("--memory", choices=MEMORY_MODES, default=None,
                    help="hybrid (VideoSSM), sink (LongLive), window (rolling window), full (global causal)")
@@ -60,6 +61,7 @@ def load_pipe(args):
         torch.set_num_threads(args.threads)
     from .weights.hub import HUB_MODELS
 
+    args.model = args.model or default_model(args.memory)
     real = {"text_encoder": args.text_encoder} if args.model in HUB_MODELS or "/" in args.model else {}
     return VideoSSMPipeline.from_pretrained(args.model, device=args.device, **real, **stream_overrides(args))
 

@@ -199,15 +199,19 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 
 # The shipped, trained checkpoints (docs/TRAINING.md) live beside the package in assets/.
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
-SHIPPED_DEFAULT = os.path.join(ASSETS_DIR, "videossm-hybrid")
 
 
-def default_model() -> str:
-    """The model used when none is named: the shipped hybrid checkpoint when it is present, else the
-    UNTRAINED `tiny` preset (which says so wherever it is used)."""
-    if os.path.isfile(os.path.join(SHIPPED_DEFAULT, "videossm_config.json")):
-        return SHIPPED_DEFAULT
-    return "tiny"
+def shipped_model(memory: str = "hybrid") -> str | None:
+    """The shipped checkpoint trained for `memory` (assets/videossm-MEMORY), or None when it is absent."""
+    folder = os.path.join(ASSETS_DIR, f"videossm-{memory}")
+    return folder if os.path.isfile(os.path.join(folder, "videossm_config.json")) else None
+
+
+def default_model(memory: str | None = None) -> str:
+    """The model used when none is named: the shipped checkpoint trained for `memory` (the sink and window
+    baselines have their own), else the shipped hybrid one, else the UNTRAINED `tiny` preset (which says
+    so wherever it is used)."""
+    return (memory and shipped_model(memory)) or shipped_model("hybrid") or "tiny"
 
 
 def get_model_config(name: str) -> ModelConfig:

@@ -11,8 +11,11 @@ import json
 import os
 import sys
 
+from ..config import default_model
+
 ROOT_ENV = "VIDEOSSM_STUDY_DIR"
-DEFAULT_SYSTEMS = ("tiny:hybrid", "tiny:sink", "tiny:window")
+# The shipped checkpoint of each mode (the untrained "tiny" preset where none is shipped).
+DEFAULT_SYSTEMS = tuple(f"{m}={default_model(m)}:{m}" for m in ("hybrid", "sink", "window"))
 DEFAULT_PROMPT = "a red circle moving right on a gray background"
 
 

@@ -75,6 +75,7 @@ class App:
     def open_stream(self, model: str, timeline: Timeline, seconds: float, seed: int, memory: str):
         """(context, handle): a StreamHandle on the least busy worker, or with edit_channel="file" a
         RemoteStream whose generating function acquires the worker itself."""
+        model = self.pool.model_for(model, memory)
         if self.pool_key is not None:
             pipe = self.pool.pipeline(model)
             stream = RemoteStream(pipe, self.gpu_stream, self.pool_key, model, timeline, seconds, seed, memory,

@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..config import ConfigError, default_model
+from ..config import ConfigError, default_model, shipped_model
 
 # The model `python app.py` serves when neither --model nor VIDEOSSM_MODEL is given: the shipped
-# assets/videossm-hybrid once it exists, else the UNTRAINED "tiny" preset (random weights).
+# assets/videossm-hybrid once it exists, else the UNTRAINED "tiny" preset (random weights). The shipped
+# sink and window baselines are served beside it, for the memory radio (WorkerPool.model_for).
 DEFAULT_MODEL = default_model()
+DEFAULT_MODELS = tuple(dict.fromkeys(m for m in (DEFAULT_MODEL, shipped_model("sink"), shipped_model("window")) if m))
 EDIT_CHANNELS = ("memory", "file")
 
 
@@ -20,7 +22,7 @@ EDIT_CHANNELS = ("memory", "file")
 class AppConfig:
     """Limits, queue sizes and streaming behaviour of the app (see README, "The app")."""
 
-    models: tuple[str, ...] = (DEFAULT_MODEL,)  # preset names or checkpoint folders; the first is the default
+    models: tuple[str, ...] = DEFAULT_MODELS  # preset names or checkpoint folders; the first is the default
     devices: tuple[str, ...] = ("auto",)  # one worker per device; "auto" = every CUDA GPU, else one CPU worker
     # Limits, each refused with a message that names it.
     max_seconds: float = 60.0  # length of one generation

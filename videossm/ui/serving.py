@@ -21,7 +21,7 @@ from typing import Iterator
 
 import torch
 
-from ..config import ConfigError
+from ..config import MEMORY_MODES, ConfigError, shipped_model
 from ..pipeline import StreamHandle, VideoSSMPipeline
 from .config import AppConfig
 
@@ -82,6 +82,16 @@ class WorkerPool:
     def pipeline(self, model: str | None = None) -> VideoSSMPipeline:
         """The first worker's pipeline (for descriptions and checks, not for generating)."""
         return self.workers[0].pipelines[self.check_model(model)]
+
+    def model_for(self, model: str | None, memory: str | None) -> str:
+        """The model that serves `memory`: when `model` is a shipped checkpoint and the one trained for
+        `memory` (assets/videossm-MEMORY) is served too, that one, so the memory radio shows the trained
+        sink and window baselines rather than the hybrid weights run in their mode."""
+        model = model or self.default_model
+        own = shipped_model(memory) if memory else None
+        if own in self.models and model in {shipped_model(m) for m in MEMORY_MODES}:
+            return own
+        return model
 
     def check_model(self, model: str | None) -> str:
         model = model or self.default_model

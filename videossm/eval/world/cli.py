@@ -40,8 +40,10 @@ def add_world_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--teacher-start-sigma", type=float, default=1.0,
                    help="below 1, teacher:DIR systems start from the world's own clip noised to this level "
                         "instead of pure noise: a diagnostic of where the teacher loses the object")
-    g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL") or default_model(),
-                   help="model of systems given without one: checkpoint folder or preset (default: %(default)s)")
+    g.add_argument("--world-model", default=os.environ.get("VIDEOSSM_MODEL"),
+                   help="model of systems given without one: checkpoint folder or preset (default: "
+                        "$VIDEOSSM_MODEL, else the shipped checkpoint of each system's memory mode, else "
+                        f"{default_model()})")
     g.add_argument("--videos", type=int, default=16, dest="world_videos",  # `eval` has a positional `videos`
                    help="videos per system (default %(default)s)")
     g.add_argument("--seconds", type=float, default=60.0, help="length of each video (default %(default)s)")

@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...config import MEMORY_MODES, TEACHER_GUIDANCE, TEACHER_SAMPLE_STEPS, ConfigError, StreamConfig
+from ...config import default_model as config_default_model
 from ...world import SCENARIOS, render_clip, sample_spec
 from ...world.scenarios import WRAPPING_MOTIONS
 from .cli import DEFAULT_SCENARIOS
@@ -76,10 +77,11 @@ class System:
 REFERENCE_SIZE = 128  # frame size of the reference systems' videos (the shipped default)
 
 
-def parse_system(text: str, default_model: str) -> System:
+def parse_system(text: str, default_model: str | None = None) -> System:
     """`LABEL=MODEL:MEMORY`, `MODEL:MEMORY` or `MEMORY`; or a reference system: `renderer` (the world's own
     perfect video of each job: the metrics' ceiling) or `vae:VAE_DIR` (that video through a diffusers
-    AutoencoderKLWan folder and back: the ceiling a generator decoded by that VAE can reach)."""
+    AutoencoderKLWan folder and back: the ceiling a generator decoded by that VAE can reach). Without a
+    MODEL, `default_model` or, when that is None, the shipped checkpoint of MEMORY (config.default_model)."""
     label, _, spec = text.rpartition("=")
     if spec == "renderer" or spec.startswith(("vae:", "teacher:")):
         kind, _, path = spec.partition(":")
@@ -87,10 +89,11 @@ def parse_system(text: str, default_model: str) -> System:
             raise ConfigError(f"system {text!r}: {kind} folder {path!r} not found")
         return System(label or kind, path or "renderer", kind)
     model, _, memory = spec.rpartition(":")
-    model = model or default_model
     if memory not in MEMORY_MODES:
         raise ConfigError(f"system {text!r}: unknown memory mode {memory!r}; accepted: {', '.join(MEMORY_MODES)} "
                           f"(write LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY; or renderer, vae:VAE_DIR, teacher:DIR)")
+    default_model = default_model or config_default_model(memory)
+    model = model or default_model
     label = label or (memory if model == default_model else f"{os.path.basename(model.rstrip('/'))}:{memory}")
     return System(label, model, memory)
 
