@@ -223,6 +223,26 @@ def test_ship_halves_the_transformer_and_loads_the_same_model(runs, tmp_path):
     b, _ = VideoSSMPipeline.from_pretrained(target).generate("a red circle moving right on a gray background",
                                                              seconds=1, seed=3)
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 3.0
+    # the VAE keeps only its decoder, in fp16; encoding with it is refused with a message
+    from safetensors.torch import load_file
+
+    from videossm.config import ConfigError
+    from videossm.models.vae import load_vae
+
+    vae_weights = load_file(os.path.join(target, "vae", "diffusion_pytorch_model.safetensors"))
+    trained = AutoencoderKLWan.from_pretrained(os.path.join(runs["causal"], "student", "vae")).state_dict()
+    assert vae_weights and all(k.startswith(("decoder.", "post_quant_conv.")) for k in vae_weights)
+    assert all(v.dtype == torch.float16 and torch.allclose(v.float(), trained[k], atol=1e-2, rtol=1e-3)
+               for k, v in vae_weights.items())
+    assert {k for k in trained if k.startswith(("decoder.", "post_quant_conv."))} == set(vae_weights)
+    with pytest.raises(ConfigError, match="shipped decoder-only"):
+        load_vae(os.path.join(target, "vae")).encode(torch.zeros(1, 3, 1, 32, 32))
+    del vae_weights["decoder.conv_out.weight"]  # a decoder-only VAE missing a decoder tensor is refused
+    from safetensors.torch import save_file
+
+    save_file(vae_weights, os.path.join(target, "vae", "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(ConfigError, match=r"missing \['decoder.conv_out.weight'\]"):
+        load_vae(os.path.join(target, "vae"))
     # An untrained model is never shipped.
     fresh = str(tmp_path / "fresh")
     VideoSSMPipeline.from_pretrained("test").save_pretrained(fresh)
@@ -230,6 +250,8 @@ def test_ship_halves_the_transformer_and_loads_the_same_model(runs, tmp_path):
 
 
 def test_ship_with_a_decoder_retrained_on_the_students_encoder(runs, tmp_path, capsys):
+    from videossm.models.vae import load_vae
+
     student = os.path.join(runs["causal"], "student")
     dec = str(tmp_path / "dec")
     assert main(["train", "vae", "--out", dec, "--encoder-from", os.path.join(student, "vae"), "--z-dim", "4",
@@ -237,9 +259,10 @@ def test_ship_with_a_decoder_retrained_on_the_students_encoder(runs, tmp_path, c
                  "--eval-clips", "1", "--eval-frames", "9", "--cpu"]) == 0
     target = str(tmp_path / "shipped")
     assert main(["train", "ship", "--student", student, "--to", target, "--vae", os.path.join(dec, "vae")]) == 0
-    shipped = AutoencoderKLWan.from_pretrained(os.path.join(target, "vae")).state_dict()
+    shipped = load_vae(os.path.join(target, "vae")).state_dict()
     retrained = AutoencoderKLWan.from_pretrained(os.path.join(dec, "vae")).state_dict()
-    assert all(torch.equal(v, retrained[k]) for k, v in shipped.items())
+    decoding = [k for k in retrained if k.startswith(("decoder.", "post_quant_conv."))]
+    assert decoding and all(torch.equal(shipped[k], retrained[k].half().float()) for k in decoding)
     assert VideoSSMPipeline.from_pretrained(target).generate("a red circle moving right on a gray background",
                                                              seconds=1, seed=3)[0].shape[0] > 0
     # a VAE with another encoder would decode another latent space: refused, naming the difference

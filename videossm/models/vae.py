@@ -8,6 +8,7 @@ by block this way is bit-identical to decoding the whole latent video at once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +59,42 @@ def layout_vae_config(layout: str, z_dim: int = 16) -> dict:
     if layout == "wan2.1":
         return vae_config(z_dim=z_dim, base_dim=96, patch=1, dim_mult=(1, 2, 4, 4), res_blocks=2)
     raise ConfigError(f"unknown VAE layout {layout!r}; accepted: small, wan2.1")
+
+
+ENCODER_PREFIXES = ("encoder.", "quant_conv.")  # what only encoding uses; streaming decodes
+VAE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+class NoEncoder(torch.nn.Module):
+    """Stands in for the encoder of a decoder-only VAE, so encoding says why it cannot."""
+
+    def forward(self, *args, **kwargs):
+        raise ConfigError("this VAE was shipped decoder-only (train ship drops the encoder to stay small); "
+                          "encode with the training VAE instead (runs/vae/vae or the teacher's vae/)")
+
+
+def load_vae(vae_dir: str) -> AutoencoderKLWan:
+    """An AutoencoderKLWan folder, full or decoder-only (`decoder_only_state`, as `train ship` writes it).
+    A decoder-only folder must hold every decoder tensor; its encoder becomes a NoEncoder."""
+    from safetensors.torch import load_file
+
+    path = os.path.join(vae_dir, VAE_WEIGHTS)
+    weights = load_file(path) if os.path.isfile(path) else None
+    if weights is None or any(k.startswith(ENCODER_PREFIXES) for k in weights):
+        return AutoencoderKLWan.from_pretrained(vae_dir)  # a full VAE (or another weights layout: diffusers')
+    vae = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(vae_dir))
+    missing, unexpected = vae.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith(ENCODER_PREFIXES)]
+    if missing or unexpected:
+        raise ConfigError(f"{vae_dir}: a decoder-only VAE must hold exactly the decoder's tensors; missing "
+                          f"{missing[:3]}, unexpected {unexpected[:3]}")
+    vae.encoder, vae.quant_conv = NoEncoder(), NoEncoder()
+    return vae
+
+
+def decoder_only_state(vae: AutoencoderKLWan) -> dict[str, torch.Tensor]:
+    """The VAE's decoding tensors in fp16 (the tiny VAE's wide encoder is ~95% of its weights)."""
+    return {k: v.half().contiguous() for k, v in vae.state_dict().items() if not k.startswith(ENCODER_PREFIXES)}
 
 
 @dataclass

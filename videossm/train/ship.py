@@ -2,9 +2,10 @@
 
     python -m videossm train ship --student runs/long-hybrid/student --to assets/videossm-hybrid
 
-fp16 halves the size (the 6.5M-parameter `tiny` transformer: 13 MB instead of 26 MB), so the three
-shipped variants (hybrid, sink, window) stay within the ~50 MB budget; loading casts the weights back to
-the model's dtype (float32 on a CPU). The copy is written beside the target and moved into place, so an
+fp16 halves the size (the 6.5M-parameter `tiny` transformer: 13 MB instead of 26 MB), and the VAE keeps
+only its decoder, in fp16 (streaming never encodes; the small VAE's wide encoder is 12 of its 13 MB), so
+the three shipped variants (hybrid, sink, window) stay within the ~50 MB budget. Loading casts the
+weights back to the model's dtype (float32 on a CPU); encoding with a shipped VAE is refused with a message. The copy is written beside the target and moved into place, so an
 interrupted ship never leaves a half-written model where the app looks for one.
 
 `--vae DIR` ships another VAE in place of the student's: a decoder trained later on the same frozen
@@ -44,7 +45,10 @@ def check_same_latent_space(student_vae: str, vae: str) -> None:
 
 
 def ship(args) -> dict:
+    from diffusers import AutoencoderKLWan
     from safetensors.torch import save_file
+
+    from ..models.vae import VAE_WEIGHTS, decoder_only_state
 
     config = read_config(args.student)
     if not config.get("trained"):
@@ -61,6 +65,8 @@ def ship(args) -> dict:
     weights = load_safetensors(os.path.join(args.student, TRANSFORMER_NAME))
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in weights.items()}
     save_file(half, os.path.join(staging, TRANSFORMER_NAME))
+    vae_dir = os.path.join(staging, "vae")
+    save_file(decoder_only_state(AutoencoderKLWan.from_pretrained(vae_dir)), os.path.join(vae_dir, VAE_WEIGHTS))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)

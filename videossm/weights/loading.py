@@ -12,7 +12,7 @@ from transformers import UMT5EncoderModel
 from ..config import MODEL_PRESETS, ConfigError, ModelConfig, StreamConfig, get_model_config
 from ..models.text_encoder import RandomTextEncoder, TextEncoder, tiny_umt5_config, word_level_tokenizer
 from ..models.transformer import VideoSSMTransformer
-from ..models.vae import StreamingDecoder, layout_vae_config
+from ..models.vae import StreamingDecoder, layout_vae_config, load_vae
 from ..world.grammar import vocabulary
 from .checkpoint import (TRANSFORMER_NAME, CheckpointError, check_state_dict, load_safetensors, read_config,
                          save_transformer, write_config)
@@ -76,7 +76,7 @@ def load_folder(pipe_cls, path: str, device: torch.device, memory: str | None, d
     vae_dir = os.path.join(path, "vae")
     if not os.path.isdir(vae_dir):
         raise CheckpointError(f"{vae_dir}: not found (the checkpoint's VAE)")
-    decoder = StreamingDecoder(AutoencoderKLWan.from_pretrained(vae_dir).to(device))
+    decoder = StreamingDecoder(load_vae(vae_dir).to(device))
     stream_config = stream_defaults.with_overrides(memory=memory, **overrides)
     name = config.get("name", os.path.basename(os.path.normpath(path)))
     return pipe_cls(transformer, text_encoder, decoder, stream_config, name=name,
