@@ -44,14 +44,15 @@ def test_app_help_and_env_defaults(monkeypatch):
     sys.path.insert(0, ROOT)
     import app
 
-    from videossm.ui.config import DEFAULT_MODEL
+    from videossm.ui.config import DEFAULT_MODEL, DEFAULT_MODELS
 
     monkeypatch.setenv("VIDEOSSM_HOST", "0.0.0.0")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
     monkeypatch.delenv("VIDEOSSM_PORT", raising=False)
     monkeypatch.delenv("VIDEOSSM_MODEL", raising=False)
     args = app.parse_args([])
-    assert (args.model, args.device, args.host, args.port) == (DEFAULT_MODEL, "auto", "0.0.0.0", 7999)
+    assert (args.model, args.device, args.host, args.port) == (",".join(DEFAULT_MODELS), "auto", "0.0.0.0", 7999)
+    assert app.app_config(args).models[0] == DEFAULT_MODEL  # the shipped hybrid first, the baselines after it
     monkeypatch.setenv("VIDEOSSM_PORT", "7001")
     args = app.parse_args(["--model", "test,tiny", "--device", "cpu", "--max-seconds", "5"])
     assert args.port == 7001
