@@ -76,14 +76,17 @@ class NoEncoder(torch.nn.Module):
 def load_vae(vae_dir: str) -> AutoencoderKLWan:
     """An AutoencoderKLWan folder, full or decoder-only (`decoder_only_state`, as `train ship` writes it).
     A decoder-only folder must hold every decoder tensor; its encoder becomes a NoEncoder."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = os.path.join(vae_dir, VAE_WEIGHTS)
-    weights = load_file(path) if os.path.isfile(path) else None
-    if weights is None or any(k.startswith(ENCODER_PREFIXES) for k in weights):
-        return AutoencoderKLWan.from_pretrained(vae_dir)  # a full VAE (or another weights layout: diffusers')
+    if not os.path.isfile(path):
+        return AutoencoderKLWan.from_pretrained(vae_dir)  # another weights layout: diffusers' to read
+    with safe_open(path, "pt") as f:  # the names only: a full VAE is read once, by diffusers
+        if any(k.startswith(ENCODER_PREFIXES) for k in f.keys()):
+            return AutoencoderKLWan.from_pretrained(vae_dir)
     vae = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(vae_dir))
-    missing, unexpected = vae.load_state_dict(weights, strict=False)
+    missing, unexpected = vae.load_state_dict(load_file(path), strict=False)
     missing = [k for k in missing if not k.startswith(ENCODER_PREFIXES)]
     if missing or unexpected:
         raise ConfigError(f"{vae_dir}: a decoder-only VAE must hold exactly the decoder's tensors; missing "

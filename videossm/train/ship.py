@@ -5,8 +5,9 @@
 fp16 halves the size (the 6.5M-parameter `tiny` transformer: 13 MB instead of 26 MB), and the VAE keeps
 only its decoder, in fp16 (streaming never encodes; the small VAE's wide encoder is 12 of its 13 MB), so
 the three shipped variants (hybrid, sink, window) stay within the ~50 MB budget. Loading casts the
-weights back to the model's dtype (float32 on a CPU); encoding with a shipped VAE is refused with a message. The copy is written beside the target and moved into place, so an
-interrupted ship never leaves a half-written model where the app looks for one.
+weights back to the model's dtype (float32 on a CPU); encoding with a shipped VAE is refused with a
+message. The copy is written beside the target and moved into place, so an interrupted ship never
+leaves a half-written model where the app looks for one.
 
 `--vae DIR` ships another VAE in place of the student's: a decoder trained later on the same frozen
 encoder (`train vae --encoder-from`), which decodes the very latents the student was trained on. It is
