@@ -135,6 +135,15 @@ def test_stream_yields_uint8_frames_and_stats(pipe):
     assert np.array_equal(frames, again)  # a seed reproduces the video
 
 
+def test_warmup_streams_one_block_and_leaves_later_streams_unchanged():
+    fresh = VideoSSMPipeline.from_pretrained("test", device="cpu")
+    cold, _ = fresh.generate(PROMPT, seconds=1.0, seed=5)
+    warmed = VideoSSMPipeline.from_pretrained("test", device="cpu")
+    assert warmed.warmup() > 0
+    warm, _ = warmed.generate(PROMPT, seconds=1.0, seed=5)
+    assert np.array_equal(cold, warm)  # the throwaway block shares no state with a stream
+
+
 def test_checkpoint_round_trip(pipe, tmp_path):
     pipe.save_pretrained(str(tmp_path / "ckpt"))
     loaded = VideoSSMPipeline.from_pretrained(str(tmp_path / "ckpt"), device="cpu")

@@ -125,6 +125,8 @@ def cmd_generate(args) -> int:
     if not pipe.trained:
         print("warning: this model is UNTRAINED; the video will be noise. Train one with the training recipe "
               "or pass --model <checkpoint folder>.", file=sys.stderr)
+    if not args.no_warmup:  # as a server does once per worker: the stream's first frame is then timed warm
+        print(f"warmed up in {pipe.warmup():.2f} s", file=sys.stderr)
     handle = pipe.stream(timeline, seconds=args.seconds, seed=args.seed)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     writer = Mp4Writer(args.out, fps=timeline.fps)
@@ -204,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="out.mp4", help="H.264 mp4 output (default %(default)s)")
     gen.add_argument("--stats", help="write timing and memory stats as JSON here")
     gen.add_argument("--no-progress", action="store_true")
+    gen.add_argument("--no-warmup", action="store_true",
+                     help="skip the one throwaway block streamed after loading, so the first frame's time "
+                          "includes the process's lazy initialisation (a cold start)")
     add_model_args(gen)
     gen.set_defaults(func=cmd_generate)
 

@@ -15,7 +15,6 @@ import contextlib
 import gc
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -27,7 +26,6 @@ from .config import AppConfig
 
 logger = logging.getLogger(__name__)
 
-WARMUP_PROMPT = "a red circle moving right on a gray background"  # in the world grammar, so every model reads it
 
 
 def expand_devices(devices: tuple[str, ...]) -> list[str]:
@@ -103,12 +101,8 @@ class WorkerPool:
         """One short stream per worker and model, so the first visitor does not pay for lazy init."""
         for worker in self.workers:
             for name, pipe in worker.pipelines.items():
-                t0 = time.perf_counter()
-                # one block, decoded: text encoder, transformer and decoder all run once
-                handle = pipe.stream(WARMUP_PROMPT, seconds=2 / pipe.model_config.fps, seed=0)
-                for _ in handle:
-                    pass
-                logger.info("warmed up %s on %s in %.2f s", name, worker.device, time.perf_counter() - t0)
+                seconds = pipe.warmup()  # one block, decoded: text encoder, transformer and decoder all run once
+                logger.info("warmed up %s on %s in %.2f s", name, worker.device, seconds)
 
     @contextlib.contextmanager
     def acquire(self, model: str | None = None) -> Iterator[VideoSSMPipeline]:
