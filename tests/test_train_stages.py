@@ -102,8 +102,65 @@ def test_replay_pool_reuses_recent_clips_and_rebuilds_after_a_resume(runs):
     assert torch.equal(again[0], batches[10][0]) and again[1] == batches[10][1]
 
 
+def test_latent_object_mask_follows_the_ground_truth_object():
+    from videossm.train.data import latent_object_mask
+    from videossm.world import render_clip
+
+    clip = render_clip("a red square moving right on a black background", 33 / 16, seed=1, size=64, fps=16)
+    mask = latent_object_mask(clip, 33, 9, scale_spatial=8, scale_temporal=4, dilate=0)  # [F, h, w]
+    assert mask.shape == (9, 8, 8)
+    x, y = clip.column("x"), clip.column("y")
+    for k in range(9):  # the cell under the object's centre at the latent frame's last pixel frame
+        frame = 4 * k
+        if clip.records[frame].visible:
+            assert mask[k, y[frame] // 8, x[frame] // 8]
+    cols = np.nonzero(mask.any(axis=1))  # (frame, column) of every column the object touches
+    first, last = cols[1][cols[0] == 0].mean(), cols[1][cols[0] == 8].mean()
+    assert last > first, "moving right: the footprint moves right"
+    grown = latent_object_mask(clip, 33, 9, 8, 4, dilate=1)
+    assert (grown >= mask).all() and grown.sum() > mask.sum()  # dilation only adds cells
+    still = render_clip("a red square standing still on a black background", 33 / 16, seed=1, size=64, fps=16)
+    still_mask = latent_object_mask(still, 33, 9, 8, 4, dilate=0)
+    assert (still_mask == still_mask[:1]).all() and 0 < still_mask[0].sum() < 64
+
+
+def test_weighted_mse_weighs_cells_and_reduces_to_plain_mse():
+    from videossm.train.teacher import weighted_mse
+
+    torch.manual_seed(0)
+    pred, target = torch.randn(2, 3, 4, 5, 5), torch.randn(2, 3, 4, 5, 5)
+    uniform = torch.full((2, 1, 4, 5, 5), 7.0)
+    assert torch.allclose(weighted_mse(pred, target, uniform), torch.nn.functional.mse_loss(pred, target))
+    one_cell = torch.zeros(2, 1, 4, 5, 5)
+    one_cell[1, 0, 2, 3, 4] = 1.0
+    assert torch.allclose(weighted_mse(pred, target, one_cell), ((pred - target)[1, :, 2, 3, 4] ** 2).mean())
+
+
+def test_teacher_object_weight_and_mixture_train(runs, tmp_path):
+    out = str(tmp_path / "weighted")
+    assert main(["train", "teacher", "--vae", runs["vae"], "--out", out, "--preset", "test", "--latent-frames", "6",
+                 "--steps", "2", "--batch", "2", "--sample-steps", "1", "--sample-every", "0", "--log-every", "1",
+                 "--object-weight", "5", "--mixture", "plain=1,wraparound=0"]) == 0
+    log = read_csv(os.path.join(out, "log.csv"))
+    assert len(log["loss"]) == 2 and np.isfinite(log["loss"]).all()
+    plain = read_csv(os.path.join(runs["teacher"], "log.csv"))["loss"]
+    assert not np.allclose(log["loss"], plain)  # another loss on other clips
+
+
+@pytest.mark.parametrize("text, message", [("plain", "is not NAME=WEIGHT"), ("prompt_switch=1", "single-prompt"),
+                                           ("plain=x", "must be a number"), ("plain=-1", ">= 0"),
+                                           ("plain=0", "no positive weight")])
+def test_bad_mixtures_name_the_entry(text, message):
+    from videossm.config import ConfigError
+    from videossm.train.data import parse_mixture
+
+    with pytest.raises(ConfigError, match=message):
+        parse_mixture(text)
+
+
 @pytest.mark.parametrize("flags, message", [(["--short-share", "1.5"], "--short-share"),
                                             (["--reuse", "0"], "--reuse"),
+                                            (["--object-weight", "0"], "--object-weight"),
                                             (["--short-share", "0.5", "--short-frames", "6"], "--short-frames")])
 def test_teacher_rejects_bad_short_clips(runs, tmp_path, capsys, flags, message):
     assert main(["train", "teacher", "--vae", runs["vae"], "--out", str(tmp_path / "x"), "--preset", "test",

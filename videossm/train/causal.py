@@ -162,7 +162,7 @@ class WorldBatches:
         self.seed, self.rank = args.seed, rank
 
     def batch(self, step: int, rng: np.random.Generator, batch: int, sigmas: list[float]):
-        x0, prompts = step_batch(self.clips, step, rng, batch)
+        x0, prompts, _ = step_batch(self.clips, step, rng, batch)
         x0 = x0.float().cpu()  # [B, C, F, h, w]
         gen = torch.Generator().manual_seed(step_seed(self.seed, self.rank, step))
         noise = torch.randn(x0.shape, generator=gen)

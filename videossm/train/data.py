@@ -1,4 +1,5 @@
-"""Training data for the transformer stages: world clips -> normalised VAE latents, plus their prompts.
+"""Training data for the transformer stages: world clips -> normalised VAE latents, plus their prompts and
+the object's footprint on the latent grid (for a loss that weighs the object up).
 
 Clips are rendered fresh every step from RNGs seeded by (seed, rank, step), so a resumed run sees the
 batches it would have seen. A frozen, trained VAE (`train vae`'s `vae/` folder) encodes them through its
@@ -17,9 +18,56 @@ from diffusers import AutoencoderKLWan
 from ..config import ConfigError, ModelConfig, pixel_frames_for
 from ..world import sample_training_clip
 
+SINGLE_PROMPT_SCENARIOS = ("plain", "pan_and_return", "wraparound", "long_static")
+
 # The teacher is conditioned on one prompt per clip, so its clips have no prompt switch; switches are
 # learned by the causal stages through the KV re-cache (LongLive).
 SINGLE_PROMPT_MIXTURE = {"plain": 0.5, "pan_and_return": 0.25, "wraparound": 0.25}
+
+
+def parse_mixture(text: str) -> dict[str, float]:
+    """'plain=0.75,wraparound=0.25' -> {scenario: weight}; names are the world's single-prompt scenarios."""
+    mixture = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, weight = item.partition("=")
+        if not sep:
+            raise ConfigError(f"mixture entry {item!r} is not NAME=WEIGHT (e.g. plain=0.75,wraparound=0.25)")
+        if name not in SINGLE_PROMPT_SCENARIOS:
+            raise ConfigError(f"mixture scenario {name!r} is not a single-prompt scenario; accepted: "
+                              f"{', '.join(SINGLE_PROMPT_SCENARIOS)}")
+        try:
+            mixture[name] = float(weight)
+        except ValueError:
+            raise ConfigError(f"mixture weight of {name!r} must be a number, got {weight!r}") from None
+        if mixture[name] < 0:
+            raise ConfigError(f"mixture weight of {name!r} must be >= 0, got {weight!r}")
+    if sum(mixture.values()) <= 0:
+        raise ConfigError(f"mixture {text!r} has no positive weight")
+    return mixture
+
+
+def format_mixture(mixture: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in mixture.items())
+
+
+def latent_object_mask(clip, pixel_frames: int, latent_frames: int, scale_spatial: int, scale_temporal: int,
+                       dilate: int = 1) -> np.ndarray:
+    """bool [F, h, w]: latent cells whose pixels show the object, grown by `dilate` cells (its outline and
+    the cells it moves into). Latent frame 0 stands for pixel frame 0, frame k for pixel frames
+    scale_temporal * (k - 1) + 1 ... scale_temporal * k, as the causal VAE groups them."""
+    pixel = np.stack([clip.object_mask(min(i, len(clip.records) - 1)) for i in range(pixel_frames)])  # [T, H, W]
+    T, H, W = pixel.shape
+    cells = pixel.reshape(T, H // scale_spatial, scale_spatial, W // scale_spatial, scale_spatial).any(axis=(2, 4))
+    groups = [cells[:1]] + [cells[1 + scale_temporal * (k - 1): 1 + scale_temporal * k] for k in range(1, latent_frames)]
+    latent = np.stack([g.any(axis=0) for g in groups])  # [F, h, w]
+    for _ in range(dilate):  # a 3x3 max filter in h and w
+        rows = latent.copy()
+        rows[:, 1:] |= latent[:, :-1]
+        rows[:, :-1] |= latent[:, 1:]
+        latent = rows.copy()
+        latent[:, :, 1:] |= rows[:, :, :-1]
+        latent[:, :, :-1] |= rows[:, :, 1:]
+    return latent
 
 
 def load_frozen_vae(vae_dir: str, device) -> AutoencoderKLWan:
@@ -36,7 +84,8 @@ def check_geometry(vae: AutoencoderKLWan, config: ModelConfig) -> None:
 
 
 class WorldLatents:
-    """Renders world clips and encodes them into normalised latents [B, C, F, h, w]."""
+    """Renders world clips and encodes them into normalised latents [B, C, F, h, w], with the object's
+    latent footprint [B, 1, F, h, w] (`latent_object_mask`)."""
 
     def __init__(self, vae: AutoencoderKLWan, config: ModelConfig, latent_frames: int,
                  mixture: dict[str, float] | None = None):
@@ -54,15 +103,18 @@ class WorldLatents:
         z = self.vae.encode(pixels).latent_dist.mode().float()
         return (z - self.mean) / self.std
 
-    def batch(self, rng: np.random.Generator, batch: int, split: str = "train") -> tuple[torch.Tensor, list[str]]:
-        """A batch of fresh clips: latents [B, C, F, h, w] and each clip's prompt."""
+    def batch(self, rng: np.random.Generator, batch: int, split: str = "train"
+              ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        """A batch of fresh clips: latents [B, C, F, h, w], each clip's prompt, object masks [B, 1, F, h, w]."""
         cfg = self.config
         if cfg.height != cfg.width:
             raise ConfigError(f"the world renders square frames; preset {cfg.name!r} is {cfg.height}x{cfg.width}")
         clips = [sample_training_clip(rng, self.pixel_frames / cfg.fps, cfg.height, cfg.fps, self.mixture, split)
                  for _ in range(batch)]
         frames = np.stack([c.frames[: self.pixel_frames] for c in clips])
-        return self.encode(frames), [c.prompt for c in clips]
+        masks = np.stack([latent_object_mask(c, self.pixel_frames, self.latent_frames, cfg.vae_scale_spatial,
+                                             cfg.vae_scale_temporal) for c in clips])[:, None]  # [B, 1, F, h, w]
+        return self.encode(frames), [c.prompt for c in clips], torch.from_numpy(masks).to(self.vae.device)
 
 
 class ReplayLatents:
@@ -83,7 +135,8 @@ class ReplayLatents:
             raise ConfigError(f"a replay pool needs reuse >= 1 and window >= 1, got {reuse} and {window}")
         self.source, self.reuse, self.window, self.seed, self.rank, self.is_kind = \
             source, reuse, window, seed, rank, is_kind
-        self.pool: dict[int, tuple[torch.Tensor, list[str]]] = {}  # refresh step -> (latents [B, C, F, h, w], prompts)
+        # refresh step -> (latents [B, C, F, h, w], prompts, object masks [B, 1, F, h, w])
+        self.pool: dict[int, tuple[torch.Tensor, list[str], torch.Tensor]] = {}
         self.served: int | None = None  # steps of this kind before the next call (None: not counted yet)
 
     def _refresh(self, step: int, batch: int) -> None:
@@ -91,7 +144,8 @@ class ReplayLatents:
         for s in sorted(self.pool)[: max(0, len(self.pool) - self.window)]:
             del self.pool[s]
 
-    def batch(self, step: int, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, list[str]]:
+    def batch(self, step: int, rng: np.random.Generator, batch: int
+              ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         if self.served is None:  # the first call (a start or a resume): the refreshes the run held before `step`
             earlier = [s for s in range(step) if self.is_kind(s)]
             for s in earlier[:: self.reuse][-self.window:]:
@@ -102,13 +156,16 @@ class ReplayLatents:
         self.served += 1
         latents = torch.cat([self.pool[s][0] for s in sorted(self.pool)])  # [B * refreshes, C, F, h, w]
         prompts = [p for s in sorted(self.pool) for p in self.pool[s][1]]
+        masks = torch.cat([self.pool[s][2] for s in sorted(self.pool)])  # [B * refreshes, 1, F, h, w]
         pick = rng.integers(0, len(prompts), size=batch)
-        return latents[torch.from_numpy(pick)], [prompts[i] for i in pick]
+        index = torch.from_numpy(pick)
+        return latents[index], [prompts[i] for i in pick], masks[index]
 
 
 def step_batch(data: WorldLatents | ReplayLatents, step: int, rng: np.random.Generator,
-               batch: int) -> tuple[torch.Tensor, list[str]]:
-    """Step `step`'s batch: fresh clips from WorldLatents, or a draw from a ReplayLatents pool."""
+               batch: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """Step `step`'s batch: fresh clips from WorldLatents, or a draw from a ReplayLatents pool: latents,
+    prompts and object masks."""
     return data.batch(step, rng, batch) if isinstance(data, ReplayLatents) else data.batch(rng, batch)
 
 

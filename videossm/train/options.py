@@ -40,6 +40,14 @@ def add_teacher_args(p) -> None:
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--train-shift", type=float, default=3.0, help="sigma = shift(u), u ~ U(0, 1) while training")
     p.add_argument("--text-dropout", type=float, default=0.1, help="share of clips trained with the empty text")
+    p.add_argument("--object-weight", type=float, default=1.0,
+                   help="loss weight of the latent cells the object covers (its ground-truth footprint, grown by "
+                        "one cell) against 1 for the background; 1: plain flow matching. The object is ~2%% of "
+                        "the cells, so its shape and motion barely move the plain loss")
+    p.add_argument("--mixture", default=None, metavar="NAME=W,...",
+                   help="scenario mixture of the clips, e.g. plain=0.75,wraparound=0.25 (default: plain=0.5,"
+                        "pan_and_return=0.25,wraparound=0.25). The grammar has no camera words, so a pan moves the "
+                        "object on screen against its prompted direction")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
