@@ -353,12 +353,23 @@ def test_default_model_is_the_shipped_checkpoint_of_the_memory_mode(runs, tmp_pa
     assert parse_system("sink").model == sink and parse_system("sink").label == "sink"
     assert parse_system("window").model == hybrid and parse_system("hybrid", "tiny").model == "tiny"
     # the app serves the shipped baselines beside hybrid; its memory radio picks the one trained for the mode
+    import gradio as gr
+
     from videossm.ui import AppConfig, WorkerPool
 
     pool = WorkerPool(AppConfig(models=(hybrid, sink, "test"), devices=("cpu",), warmup=False))
     assert pool.model_for(None, "sink") == pool.model_for(hybrid, "sink") == sink
     assert pool.model_for(sink, "hybrid") == hybrid and pool.model_for(sink, "window") == sink  # none for window
     assert pool.model_for("test", "sink") == "test"  # a preset or a folder of one's own is taken as given
+    assert (pool.memory_of(None), pool.memory_of(sink), pool.memory_of("test")) == ("hybrid", "sink", None)
+    # the app's Memory radio and Model dropdown follow each other
+    from videossm.ui.app import App
+
+    app = App(pool)
+    assert app.follow_memory("sink", hybrid) == sink and app.follow_memory("hybrid", sink) == hybrid
+    assert app.follow_memory("sink", "test") == "test"
+    assert app.follow_model(sink, "hybrid") == "sink" and app.follow_model(hybrid, "sink") == "hybrid"
+    assert isinstance(app.follow_model("test", "sink"), type(gr.skip()))  # the radio stays where the visitor put it
 
 
 def test_eval_world_measures_the_teacher_on_single_prompt_jobs(runs, tmp_path, capsys):

@@ -83,6 +83,16 @@ class App:
             return contextlib.nullcontext(pipe), stream
         return self.pool.acquire(model), None
 
+    # ---- the Memory radio and the Model dropdown follow each other for the shipped checkpoints
+    def follow_memory(self, memory: str, model: str):
+        """Memory radio changed: show the checkpoint that will serve it (WorkerPool.model_for)."""
+        return self.pool.model_for(model, memory) if memory in UI_MEMORY_MODES else gr.skip()
+
+    def follow_model(self, model: str, memory: str):
+        """Model dropdown changed to a shipped checkpoint: select the memory mode it was trained for."""
+        trained_for = self.pool.memory_of(model)
+        return trained_for if trained_for in UI_MEMORY_MODES and trained_for != memory else gr.skip()
+
     # ---- checks (each refusal names the limit)
     def check_seconds(self, seconds: Any) -> float:
         hi = self.config.max_seconds
@@ -314,6 +324,8 @@ def build_app(pool: WorkerPool, config: AppConfig | None = None, extra_tabs: Seq
         table.input(app.table_edit, [table, widget], [widget, timeline_msg], api_name=False, concurrency_limit=None,
                     show_progress="hidden")
         stop_btn.click(app.stop, None, [timeline_msg], api_name="stop", concurrency_limit=None, show_progress="hidden")
+        memory.input(app.follow_memory, [memory, model], [model], api_name=False, show_progress="hidden", queue=False)
+        model.input(app.follow_model, [model, memory], [memory], api_name=False, show_progress="hidden", queue=False)
         seconds.change(lambda s: gr.update(duration=s), [seconds], [widget], api_name=False, show_progress="hidden",
                        queue=False)
 

@@ -91,6 +91,11 @@ class WorkerPool:
             return own
         return model
 
+    def memory_of(self, model: str | None) -> str | None:
+        """The memory mode a shipped checkpoint (assets/videossm-MEMORY) was trained for; None for others."""
+        model = model or self.default_model
+        return next((m for m in MEMORY_MODES if model == shipped_model(m)), None)
+
     def check_model(self, model: str | None) -> str:
         model = model or self.default_model
         if model not in self.models:
