@@ -21,7 +21,11 @@ guidance, which the DMD stage's real score uses.
 Object weight: with `--object-weight W` the squared error of every latent cell the object covers (the
 world's ground-truth mask on the latent grid, grown by one cell) counts W times, and the loss is the
 weighted mean. The object is ~25 px in a 128 px frame, ~2% of the cells, so under the plain loss its
-shape and motion are a rounding error next to the background texture.
+shape and motion are a rounding error next to the background texture. The price: the weight depends on
+the clean clip, so the loss's minimiser is no longer the flow's velocity. At a cell it is the posterior
+mean tilted W-fold towards clips whose object covers that cell, which matters where the posterior over
+the object's place is broad (high noise) and pushes samples towards more object. Weights that depend only
+on sigma (`--train-shift`) are the unbiased way to reweight; this one trades bias for signal.
 
 At the end `out/teacher/` holds the teacher in the project's checkpoint format (transformer, text
 encoder, tokenizer, VAE), which the causal stages load, plus sample videos in `out/samples/`.
