@@ -104,3 +104,42 @@ def test_browser_generate_plays_and_timeline_edits():
                       f, indent=2)
     finally:
         demo.close()
+
+
+def test_browser_memory_radio_and_model_menu_follow_each_other(tmp_path, monkeypatch):
+    """With shipped checkpoints served, clicking a Memory mode shows its checkpoint in the Model menu, and
+    picking a shipped checkpoint selects the mode it was trained for."""
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
+    import videossm.config as config
+    from videossm.pipeline import VideoSSMPipeline
+    from videossm.ui import AppConfig, WorkerPool, build_app
+
+    monkeypatch.setattr(config, "ASSETS_DIR", str(tmp_path))
+    hybrid, sink = str(tmp_path / "videossm-hybrid"), str(tmp_path / "videossm-sink")
+    for folder in (hybrid, sink):
+        VideoSSMPipeline.from_pretrained("test", device="cpu").save_pretrained(folder)
+    assert (config.shipped_model("hybrid"), config.shipped_model("sink")) == (hybrid, sink)
+    demo = build_app(WorkerPool(AppConfig(models=(hybrid, sink), devices=("cpu",), warmup=False)))
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(url)
+            model_box = page.locator("#model input")
+            model_box.wait_for(timeout=30_000)
+            assert model_box.input_value() == hybrid
+            page.locator("#memory").get_by_text("sink", exact=True).click()
+            page.wait_for_function(f"() => document.querySelector('#model input').value === {json.dumps(sink)}",
+                                   timeout=15_000)
+            page.locator("#memory").get_by_text("hybrid", exact=True).click()
+            page.wait_for_function(f"() => document.querySelector('#model input').value === {json.dumps(hybrid)}",
+                                   timeout=15_000)
+            # the other way: the Model menu's sink checkpoint selects the sink mode
+            model_box.click()
+            page.get_by_role("option", name=sink).click()
+            page.wait_for_function("() => document.querySelector('#memory input[value=\"sink\"]').checked",
+                                   timeout=15_000)
+            browser.close()
+    finally:
+        demo.close()

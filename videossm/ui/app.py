@@ -302,10 +302,10 @@ def build_app(pool: WorkerPool, config: AppConfig | None = None, extra_tabs: Seq
                     seconds = gr.Slider(1, cfg.max_seconds, value=initial_seconds, step=1,
                                         label=f"Seconds of video (at most {cfg.max_seconds:g})", elem_id="seconds")
                     with gr.Row():
-                        memory = gr.Radio(list(UI_MEMORY_MODES), value="hybrid", label="Memory mode")
+                        memory = gr.Radio(list(UI_MEMORY_MODES), value="hybrid", label="Memory mode", elem_id="memory")
                         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     model = gr.Dropdown(pool.models, value=pool.default_model, label="Model",
-                                        interactive=len(pool.models) > 1)
+                                        interactive=len(pool.models) > 1, elem_id="model")
             gr.Markdown("### Prompt timeline: click a segment to edit it, drag its left edge to move it; "
                         "the hatched part is already generated and locked. Edits apply at the next block.")
             widget = timeline_widget(initial, initial_seconds)
