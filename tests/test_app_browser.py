@@ -27,6 +27,18 @@ pytestmark = [
 ]
 
 
+def launch(demo) -> str:
+    """Serve the app on loopback in this process; its URL."""
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    return url
+
+
+def open_page(playwright):
+    """(browser, page): headless Chromium with a page big enough for the whole app."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    return browser, browser.new_page(viewport={"width": 1400, "height": 1100})
+
+
 def test_browser_generate_plays_and_timeline_edits():
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
     from videossm.ui import AppConfig, WorkerPool, build_app
@@ -34,12 +46,11 @@ def test_browser_generate_plays_and_timeline_edits():
     config = AppConfig(models=("test",), devices=("cpu",), max_seconds=20, default_seconds=6, max_lead_seconds=1.5)
     demo = build_app(WorkerPool(config))
     app = demo.videossm_app
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    url = launch(demo)
     os.makedirs(ARTIFACTS, exist_ok=True)
     try:
         with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            browser, page = open_page(p)
             page.goto(url)
             widget = page.locator("#timeline-widget")
             widget.locator(".vt-seg").first.wait_for(timeout=30_000)
@@ -120,11 +131,10 @@ def test_browser_memory_radio_and_model_menu_follow_each_other(tmp_path, monkeyp
         VideoSSMPipeline.from_pretrained("test", device="cpu").save_pretrained(folder)
     assert (config.shipped_model("hybrid"), config.shipped_model("sink")) == (hybrid, sink)
     demo = build_app(WorkerPool(AppConfig(models=(hybrid, sink), devices=("cpu",), warmup=False)))
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    url = launch(demo)
     try:
         with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            browser, page = open_page(p)
             page.goto(url)
             model_box = page.locator("#model input")
             model_box.wait_for(timeout=30_000)
