@@ -16,9 +16,9 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from ..config import ConfigError, ModelConfig, pixel_frames_for
-from ..world import sample_training_clip
+from ..world import SCENARIOS, sample_training_clip
 
-SINGLE_PROMPT_SCENARIOS = ("plain", "pan_and_return", "wraparound", "long_static")
+SINGLE_PROMPT_SCENARIOS = tuple(s for s in SCENARIOS if s != "prompt_switch")
 
 # The teacher is conditioned on one prompt per clip, so its clips have no prompt switch; switches are
 # learned by the causal stages through the KV re-cache (LongLive).
@@ -44,10 +44,6 @@ def parse_mixture(text: str) -> dict[str, float]:
     if sum(mixture.values()) <= 0:
         raise ConfigError(f"mixture {text!r} has no positive weight")
     return mixture
-
-
-def format_mixture(mixture: dict[str, float]) -> str:
-    return ",".join(f"{k}={v:g}" for k, v in mixture.items())
 
 
 def latent_object_mask(clip, pixel_frames: int, latent_frames: int, scale_spatial: int, scale_temporal: int,
@@ -154,9 +150,10 @@ class ReplayLatents:
         if self.served % self.reuse == 0:
             self._refresh(step, batch)
         self.served += 1
-        latents = torch.cat([self.pool[s][0] for s in sorted(self.pool)])  # [B * refreshes, C, F, h, w]
-        prompts = [p for s in sorted(self.pool) for p in self.pool[s][1]]
-        masks = torch.cat([self.pool[s][2] for s in sorted(self.pool)])  # [B * refreshes, 1, F, h, w]
+        refreshes = sorted(self.pool)
+        latents = torch.cat([self.pool[s][0] for s in refreshes])  # [B * refreshes, C, F, h, w]
+        prompts = [p for s in refreshes for p in self.pool[s][1]]
+        masks = torch.cat([self.pool[s][2] for s in refreshes])  # [B * refreshes, 1, F, h, w]
         pick = rng.integers(0, len(prompts), size=batch)
         index = torch.from_numpy(pick)
         return latents[index], [prompts[i] for i in pick], masks[index]
