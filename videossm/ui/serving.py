@@ -87,7 +87,7 @@ class WorkerPool:
         sink and window baselines rather than the hybrid weights run in their mode."""
         model = model or self.default_model
         own = shipped_model(memory) if memory else None
-        if own in self.models and model in {shipped_model(m) for m in MEMORY_MODES}:
+        if own in self.models and self.memory_of(model) is not None:
             return own
         return model
 
