@@ -259,6 +259,32 @@ def test_dmd_and_long_stages_move_the_generator_and_export_streaming_students(ru
     assert frames.shape[1:] == (32, 32, 3) and frames.dtype == np.uint8
 
 
+def test_dmd_with_world_regression_logs_it_and_resumes_its_batches(runs, tmp_path, capsys):
+    """--regression-weight: each generator step also regresses world clips; the loss is logged, moves the
+    generator, and a resumed run draws the same regression batches (its loss before the first update after
+    the resume equals the uninterrupted run's)."""
+    def run(out, steps, *extra):
+        return main(["train", "dmd", "--student", f"{runs['causal']}/student", "--teacher", f"{runs['teacher']}/teacher",
+                     "--out", str(out), "--latent-frames", "6", "--rollout-frames", "6", "--steps", str(steps),
+                     "--gen-every", "1", "--regression-weight", "1", "--regression-batch", "2", "--reuse", "2",
+                     "--replay-window", "2", *extra, *runs["common"]])
+
+    assert run(tmp_path / "whole", 4) == 0
+    assert run(tmp_path / "split", 2) == 0 and run(tmp_path / "split", 4) == 0
+    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    assert list(whole["step"]) == [1, 2, 3, 4] and np.isfinite(whole["reg_loss"]).all()
+    assert whole["reg_loss"].min() > 0 and np.isfinite(whole["dmd_loss"]).all()
+    np.testing.assert_allclose(split["reg_loss"][:3], whole["reg_loss"][:3], rtol=1e-5)
+    assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["regression_weight"] == 1.0
+    before = load_safetensors(os.path.join(runs["causal"], "student", "transformer.safetensors"))
+    after = _ckpt_model(tmp_path / "whole")["model"]
+    assert any(not torch.equal(v, before[k.removeprefix("generator.")])
+               for k, v in after.items() if k.startswith("generator.blocks"))
+    assert "reg_loss" not in read_csv(os.path.join(runs["dmd"], "log.csv")), "DMD alone logs no regression"
+    assert run(tmp_path / "bad", 1, "--regression-weight", "-1") == 2
+    assert "--regression-weight must be >= 0, got -1.0" in capsys.readouterr().err
+
+
 def test_bad_stage_arguments_are_named(runs, capsys):
     rc = main(["train", "causal", "--teacher", os.path.join(runs["teacher"], "teacher"), "--out",
                str(runs["root"] / "bad"), "--latent-frames", "10"])

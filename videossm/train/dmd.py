@@ -11,6 +11,11 @@ block's x0 is then written into the cache. The chunk is judged by distribution m
   generator loss 0.5 || x0 - sg(x0 - (fake - real) / mean|x0 - real|) ||^2;
   the critic (initialised from the teacher) learns flow matching on the generator's samples, every step;
   the generator is updated every `--gen-every` steps (Self-Forcing's update ratio 5).
+With `--regression-weight W` each generator step also takes W times the causal stage's `--source world`
+loss on a batch of the world's clips (teacher forcing on data, `causal.CausalODELoss`): DMD's own paired
+regression term, with data in place of the teacher's ODE. DMD alone distils what the teacher does from
+pure noise, and ours does not move the object as prompted (docs/TRAINING.md); the data term keeps the
+student's text-conditioned continuation while DMD makes it commit to one object.
 
 `long` (LongLive's streaming long tuning, VideoSSM's long self-rollout) keeps one rollout going across
 steps for `--rollout-frames` latent frames (240 = 60 s): every step generates the next chunk after
@@ -34,9 +39,10 @@ from accelerate import Accelerator
 
 from ..config import ConfigError
 from ..sampling.ode import guided_velocity, shift_sigma
+from ..sampling.scheduler import denoising_sigmas
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import parse_prompt, sample_prompt, switch_candidates
-from .causal import check_frames, export_student, load_checkpoint
+from .causal import CausalODELoss, WorldBatches, check_frames, export_student, load_checkpoint
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
                      progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import batch_rng
@@ -102,6 +108,31 @@ def critic_loss(critic, x0, text, sigma, noise) -> torch.Tensor:
     return F.mse_loss(critic(x_t, sigma * 1000.0, text).float(), noise - x0.detach())
 
 
+class Regression:
+    """--regression-weight: the causal stage's loss on the world's clips (`WorldBatches`, encoded by the
+    teacher's VAE, noised to the student's sigmas, the clean clip as the past), run through the generator."""
+
+    def __init__(self, generator, text_encoder, teacher_pipe, stream_config, args, acc):
+        self.loss = CausalODELoss(generator, stream_config, args.memory_grad)
+        self.clips = WorldBatches(teacher_pipe, args, acc.device, acc.process_index)
+        self.text_encoder, self.device, self.batch = text_encoder, acc.device, args.regression_batch
+        self.sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
+        self.blocks = args.latent_frames // stream_config.block_frames
+        self.text_bank: dict[str, torch.Tensor] = {}
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:  # [B, L, D]
+        for p in prompts:
+            if p not in self.text_bank:
+                self.text_bank[p] = self.text_encoder.encode(p).cpu()
+        return torch.cat([self.text_bank[p] for p in prompts]).to(self.device)
+
+    def __call__(self, index: int, rng: np.random.Generator) -> torch.Tensor:
+        """The mean x0 MSE over the blocks of the index-th regression batch (one sigma per block, as drawn)."""
+        states, x0, prompts = self.clips.batch(index, rng, self.batch, self.sigmas)
+        sigma_index = [int(k) for k in rng.integers(0, len(self.sigmas), size=self.blocks)]
+        return self.loss(states.to(self.device), x0.to(self.device), self.embed(prompts), sigma_index, self.sigmas)
+
+
 def train_dmd(args) -> dict:
     return _train(args, "dmd")
 
@@ -118,6 +149,11 @@ def _check(args) -> None:
         raise ConfigError(f"--rollout-frames ({args.rollout_frames}) must be >= --latent-frames ({args.latent_frames})")
     if not 0 <= args.switch_prob <= 1:
         raise ConfigError(f"--switch-prob must be in [0, 1], got {args.switch_prob}")
+    if not args.regression_weight >= 0:
+        raise ConfigError(f"--regression-weight must be >= 0, got {args.regression_weight}")
+    for name in ("regression_batch", "reuse", "replay_window"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
 
 def _train(args, stage: str) -> dict:
@@ -130,7 +166,8 @@ def _train(args, stage: str) -> dict:
         memory=args.memory, block_frames=args.block_frames, window_frames=args.window_frames,
         sink_frames=args.sink_frames)
     check_frames(args.latent_frames, stream_config)
-    teacher = load_checkpoint(args.teacher, acc.device).transformer.requires_grad_(False).eval()
+    teacher_pipe = load_checkpoint(args.teacher, acc.device)
+    teacher = teacher_pipe.transformer.requires_grad_(False).eval()
     generator = student_pipe.transformer.requires_grad_(True).train()
     critic = copy.deepcopy(teacher).requires_grad_(True).train()
     models = torch.nn.ModuleDict({"generator": generator, "critic": critic})
@@ -139,7 +176,8 @@ def _train(args, stage: str) -> dict:
     gen_opt, critic_opt = acc.prepare(gen_opt, critic_opt)
     ckpt = Checkpointer(args.out, keep=2, config={
         "stage": stage, "model": generator.config.to_dict(), "stream": dataclasses.asdict(stream_config),
-        "latent_frames": args.latent_frames, "rollout_frames": args.rollout_frames, "seed": args.seed})
+        "latent_frames": args.latent_frames, "rollout_frames": args.rollout_frames, "seed": args.seed,
+        "regression_weight": args.regression_weight})
     ema = EMA(generator, decay=args.ema)
     state = ckpt.resume(acc, models, [gen_opt, critic_opt], None, require=args.resume)
     if "ema" in state.extra:  # the generator's EMA travels in extra (the checkpointed model is both nets)
@@ -152,6 +190,9 @@ def _train(args, stage: str) -> dict:
     # A resumed run starts a fresh rollout: the cache of the interrupted one is not checkpointed.
     rollout_index = state.extra.get("rollouts", 0)
     rollout = Rollout(streamer, student_pipe.text_encoder, args.batch, args.seed, rollout_index)
+    regression = Regression(generator, student_pipe.text_encoder, teacher_pipe, stream_config, args, acc) \
+        if args.regression_weight > 0 else None
+    gen_columns = ("dmd_loss", "dmd_grad", "gen_grad_norm", *(("reg_loss",) if regression else ()))
     means = RunningMeans()
     bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc=stage)
     for step in bar:
@@ -172,10 +213,15 @@ def _train(args, stage: str) -> dict:
             sigma = shift_sigma(0.02 + 0.96 * torch.rand(args.batch, generator=gen), args.score_shift).to(acc.device)
             noise = torch.randn(x0.shape, generator=gen).to(acc.device)
             loss, grad_mag = dmd_generator_loss(x0, teacher, critic, text, sigma, noise, args.guidance)
+            logged = {"dmd_loss": loss.item(), "dmd_grad": grad_mag}
+            if regression is not None:  # the world batch of the (step // gen_every)-th generator step
+                reg_loss = regression(step // args.gen_every, batch_rng(args.seed, acc.process_index, step, stream=1))
+                logged["reg_loss"] = reg_loss.item()
+                loss = loss + args.regression_weight * reg_loss
             acc.backward(loss)  # the critic ran without a graph: only the generator has gradients
             gen_grad_norm = optimizer_step(acc, generator.parameters(), gen_opt)
             ema.update(generator)
-            means.add(dmd_loss=loss.item(), dmd_grad=grad_mag, gen_grad_norm=gen_grad_norm)
+            means.add(**logged, gen_grad_norm=gen_grad_norm)
         rollout.end_chunk()
         sigma = shift_sigma(torch.rand(args.batch, generator=gen), args.score_shift).to(acc.device)
         noise = torch.randn(x0.shape, generator=gen).to(acc.device)
@@ -187,7 +233,7 @@ def _train(args, stage: str) -> dict:
         state.extra["rollouts"] = rollout_index
         if state.step % args.log_every == 0 or state.step == args.steps:
             row = means.take()  # steps without a generator update log NaN for its columns
-            log.log(step=state.step, **{k: row.get(k, float("nan")) for k in ("dmd_loss", "dmd_grad", "gen_grad_norm")},
+            log.log(step=state.step, **{k: row.get(k, float("nan")) for k in gen_columns},
                     critic_loss=row["critic_loss"], frame=rollout.state.frame_index, switches=rollout.switches,
                     seconds=round(state.seconds(), 2))
             bar.set_postfix(critic=f"{row['critic_loss']:.4f}", frame=rollout.state.frame_index)
@@ -208,7 +254,7 @@ def _train(args, stage: str) -> dict:
         dmd = cols["dmd_loss"][np.isfinite(cols["dmd_loss"])]
         result = write_stage_metrics(
             args, acc, state, stage, memory=stream_config.memory, rollout_frames=args.rollout_frames,
-            latent_frames=args.latent_frames, final_critic_loss=round(float(np.mean(cols["critic_loss"][-10:])), 5),
+            latent_frames=args.latent_frames, regression_weight=args.regression_weight, final_critic_loss=round(float(np.mean(cols["critic_loss"][-10:])), 5),
             final_dmd_loss=round(float(np.mean(dmd[-10:])), 5) if len(dmd) else None, rollouts=rollout_index + 1,
             student_dir=student_dir)
         acc.print(f"saved {student_dir}")

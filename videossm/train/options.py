@@ -113,6 +113,14 @@ def add_dmd_args(p, stage: str = "dmd") -> None:
     p.add_argument("--gen-every", type=int, default=5, help="critic steps per generator step")
     p.add_argument("--guidance", type=float, default=TEACHER_GUIDANCE, help="teacher classifier-free guidance (real score)")
     p.add_argument("--score-shift", type=float, default=5.0, help="DMD noise level: sigma = shift(u), u ~ U(0.02, 0.98)")
+    p.add_argument("--regression-weight", type=float, default=0.0,
+                   help="also regress the world's clips on each generator step, with this weight: the causal "
+                        "stage's --source world loss (teacher forcing on data) beside DMD, as DMD's own paired "
+                        "regression term; 0 (default) is DMD alone")
+    p.add_argument("--regression-batch", type=int, default=2, help="world clips per regression step")
+    p.add_argument("--reuse", type=int, default=4,
+                   help="with --regression-weight: use each encoded clip about this many times (train teacher --reuse)")
+    p.add_argument("--replay-window", type=int, default=4, help="with --regression-weight: refreshes kept in the pool")
     p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
                    help="commit blocks without gradients (the memory's gates then learn nothing here)")
     p.add_argument("--ema", type=float, default=0.99)
