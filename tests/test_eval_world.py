@@ -235,7 +235,7 @@ def test_systems_and_jobs():
     assert make_jobs(1, 2, ("wraparound",))[0].scenario == "plain"  # too short to wrap
 
 
-def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path):
+def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path, capsys):
     out = tmp_path / "eval"
     argv = ["eval-world", "--world-model", "test", "--systems", "hybrid", "window", "renderer", "--videos", "2",
             "--seconds", "1.5", "--scenarios", "long_static", "prompt_switch", "--out-dir", str(out),
@@ -255,7 +255,14 @@ def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in cached]
     assert main(argv) == 0  # resumed: every video's metrics come from the cache
     assert [p.stat().st_mtime_ns for p in cached] == stamps
+    assert main([*argv, "--compare", "window,renderer"]) == 0  # another pair, from the cached videos
+    table = (out / "table.md").read_text()
+    assert "window - renderer" in table and "hybrid - window" not in table
+    drift = json.loads((out / "results.json").read_text())["table"]["background drift, last 10 s (MAE)"]
+    assert drift["window - renderer"]["mean"] == pytest.approx(drift["window"]["mean"])  # the renderer's is 0
     assert main(["eval-world", "--systems", "tiny:lstm", "--out-dir", str(out)]) == 2
+    assert main([*argv, "--compare", "hybrid,sink"]) == 2
+    assert "--compare 'hybrid,sink': write A,B with two of the system labels" in capsys.readouterr().err
 
 
 def test_world_args_join_another_eval_parser():

@@ -31,6 +31,9 @@ def add_world_args(parser: argparse.ArgumentParser) -> None:
                    help="LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY (model from --world-model); references: renderer "
                         "(perfect videos: the ceiling), vae:VAE_DIR (them through a VAE), teacher:DIR (the recipe's teacher, "
                         "single-prompt scenarios, ~5 s); default: %(default)s")
+    g.add_argument("--compare", nargs="+", default=None, metavar="A,B",
+                   help="system pairs whose paired difference A - B the table shows (default: hybrid,window and "
+                        "hybrid,sink when those labels are present)")
     g.add_argument("--teacher-steps", type=int, default=TEACHER_SAMPLE_STEPS,
                    help="Euler steps of teacher:DIR systems' ODE (default: %(default)s, as its training samples)")
     g.add_argument("--teacher-guidance", type=float, default=TEACHER_GUIDANCE,
@@ -77,9 +80,17 @@ def run_from_args(args: argparse.Namespace) -> int:
     labels = [s.label for s in systems]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"system labels must differ, got {labels}; name them LABEL=MODEL:MEMORY")
+    compare = None
+    if args.compare is not None:
+        compare = []
+        for pair in args.compare:
+            names = pair.split(",")
+            if len(names) != 2 or any(n not in labels for n in names):
+                raise ConfigError(f"--compare {pair!r}: write A,B with two of the system labels {labels}")
+            compare.append((names[0], names[1]))
     jobs = make_jobs(args.world_videos, args.seconds, tuple(args.scenarios), args.seed)
     run_world_eval(systems, jobs, args.seconds, args.out_dir, args.probe, args.device, args.save_videos,
-                   args.bootstrap, not args.no_progress,
+                   args.bootstrap, not args.no_progress, compare=compare,
                    teacher_sampling={"steps": args.teacher_steps, "guidance": args.teacher_guidance,
                                      "shift": args.teacher_shift, "start_sigma": args.teacher_start_sigma})
     with open(os.path.join(args.out_dir, "table.md")) as f:

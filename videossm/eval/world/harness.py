@@ -388,12 +388,16 @@ def plot_curves(per_system: dict[str, dict[str, dict]], path: str) -> None:
 
 def run_world_eval(systems: list[System], jobs: list[VideoJob], seconds: float, out_dir: str, probe_dir: str | None = None,
                    device: str = "auto", save_videos: bool = False, samples: int = 2000, progress: bool = True,
-                   config: WorldMetricConfig = WorldMetricConfig(), teacher_sampling: dict | None = None) -> dict:
+                   config: WorldMetricConfig = WorldMetricConfig(), teacher_sampling: dict | None = None,
+                   compare: list[tuple[str, str]] | None = None) -> dict:
+    """Measure every system on every job; write results.json, table.md and curves.png. `compare`: the
+    (A, B) label pairs whose paired difference A - B is tabled (default hybrid - window, hybrid - sink)."""
     probe = load_probe(probe_dir)
     per_system = {s.label: measure_system(s, jobs, seconds, out_dir, probe, config, device, save_videos, progress,
                                           teacher_sampling) for s in systems}
     labels = [s.label for s in systems]
-    compare = [(a, b) for a, b in (("hybrid", "window"), ("hybrid", "sink")) if a in labels and b in labels]
+    if compare is None:
+        compare = [(a, b) for a, b in (("hybrid", "window"), ("hybrid", "sink")) if a in labels and b in labels]
     table = aggregate(per_system, compare, samples)
     columns = labels + [f"{a} - {b}" for a, b in compare]
     untrained = sorted({v["system"]["label"] for vids in per_system.values() for v in vids.values() if not v["trained"]})
