@@ -242,6 +242,55 @@ def test_causal_init_on_world_clips_regresses_the_noised_clip_and_resumes_exactl
     assert x0.std() > 0.05
 
 
+def test_motion_switch_clips_change_motion_at_a_block_boundary_and_train_the_causal_student(runs, tmp_path):
+    """--motion-switch-share: the clip's motion (ground truth) changes at the first pixel frame of a latent
+    block, its per-block prompts switch there, the loss re-caches at the switch, and a run trains on them."""
+    from videossm.config import get_model_config
+    from videossm.models.transformer import VideoSSMTransformer
+    from videossm.train.causal import CausalODELoss, encode_prompts
+    from videossm.train.data import motion_switch_clip
+    from videossm.world import parse_prompt
+
+    cfg = get_model_config("test")
+    for seed in range(6):
+        clip, prompts = motion_switch_clip(np.random.default_rng(seed), 1 + 4 * 8, 9, 3, cfg)
+        assert len(prompts) == 3 and prompts[0] != prompts[-1]
+        block = prompts.index(prompts[-1])
+        first, new = parse_prompt(prompts[0]), parse_prompt(prompts[-1])
+        assert first.motion != new.motion and (first.color, first.shape, first.background) == \
+            (new.color, new.shape, new.background)
+        switch_frame = 1 + 4 * (3 * block - 1)
+        assert [r.prompt for r in clip.records[switch_frame - 1 : switch_frame + 1]] == [prompts[0], prompts[-1]]
+
+    torch.manual_seed(0)
+    student = VideoSSMTransformer(cfg).eval()
+    pipe = VideoSSMPipeline.from_pretrained(os.path.join(runs["teacher"], "teacher"))
+    stream = pipe.stream_config.with_overrides(memory="sink", window_frames=6, sink_frames=0)
+    loss = CausalODELoss(student, stream, memory_grad=False)
+    x0 = torch.randn(2, cfg.in_channels, 9, cfg.height // cfg.vae_scale_spatial, cfg.width // cfg.vae_scale_spatial)
+    states = torch.stack([0.5 * x0 + 0.5 * torch.randn_like(x0) for _ in range(4)], 1)
+    bank = {}
+    plain = encode_prompts(pipe.text_encoder, bank, ["a red circle moving right on a gray background"] * 2, 3)
+    repeated = encode_prompts(pipe.text_encoder, bank, ["a red circle moving right on a gray background",
+                                                        ("a red circle moving right on a gray background",) * 3], 3)
+    switched = encode_prompts(pipe.text_encoder, bank, [("a red circle moving right on a gray background",) * 2
+                                                        + ("a red circle moving up on a gray background",)] * 2, 3)
+    assert plain.dim() == 3 and repeated.dim() == 4 and repeated.shape[1] == 3
+    sigmas, index = [1.0, 0.9, 0.8, 0.6], [0, 1, 2]
+    with torch.no_grad():
+        base = loss(states, x0, plain, index, sigmas)
+        torch.testing.assert_close(loss(states, x0, repeated, index, sigmas), base)  # no switch: no re-cache
+        assert not torch.isclose(loss(states, x0, switched, index, sigmas), base)
+
+    out = tmp_path / "switch"
+    assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(out), "--source", "world",
+                 "--motion-switch-share", "1", "--latent-frames", "6", "--window-frames", "3", "--sink-frames", "0",
+                 "--steps", "2", "--batch", "2", *runs["common"]]) == 0
+    assert np.isfinite(read_csv(out / "log.csv")["loss"]).all()
+    assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(tmp_path / "bad"),
+                 "--motion-switch-share", "0.5"]) == 2
+
+
 def test_dmd_and_long_stages_move_the_generator_and_export_streaming_students(runs):
     for stage, start in (("dmd", runs["causal"]), ("long", runs["dmd"])):
         log = read_csv(os.path.join(runs[stage], "log.csv"))

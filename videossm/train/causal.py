@@ -20,7 +20,10 @@ VAE) from those clips noised to its sigmas, x_s = (1 - s) x0 + s eps, with the c
 teacher forcing on data (diffusion forcing's objective at the student's noise levels). It needs no
 trajectories and no teacher ODE, so it does not inherit what the teacher gets wrong from pure noise; the
 teacher still gives the starting weights and the text encoder. `--reuse N` reuses encoded clips as
-`train teacher --reuse` does.
+`train teacher --reuse` does. `--motion-switch-share P` makes that share of the clips change their motion
+at a block boundary (`data.motion_switch_clip`), conditioned per block with inference's re-cache at the
+switch: on single-prompt clips the student learns to continue its past's velocity and ignore the motion
+words.
 
 The result, `out/student/`, is a streaming checkpoint (memory mode, window and sink in its config) for
 the DMD stage, or to generate with directly.
@@ -151,12 +154,14 @@ class WorldBatches:
     each noised once and taken at the student's sigmas: x_s = (1 - s) x0 + s eps. The student then learns
     to denoise a block given the clean past, the flow's own target, rather than the teacher's ODE map."""
 
-    def __init__(self, teacher, args, device, rank: int):
+    def __init__(self, teacher, args, device, rank: int, block_frames: int | None = None):
         from .data import ReplayLatents, WorldLatents, check_geometry, load_frozen_vae
 
         vae = load_frozen_vae(os.path.join(args.teacher, "vae"), device)
         check_geometry(vae, teacher.model_config)
-        self.clips = WorldLatents(vae, teacher.model_config, args.latent_frames)
+        self.clips = WorldLatents(vae, teacher.model_config, args.latent_frames,
+                                  motion_switch_share=getattr(args, "motion_switch_share", 0.0),
+                                  block_frames=block_frames)
         if args.reuse > 1:
             self.clips = ReplayLatents(self.clips, args.reuse, args.replay_window, args.seed, rank, lambda s: True)
         self.seed, self.rank = args.seed, rank
@@ -180,27 +185,57 @@ class CausalODELoss(nn.Module):
         self.student, self.stream_config, self.memory_grad = student, stream_config, memory_grad
 
     def forward(self, states, x0, text, sigma_index: list[int], sigmas: list[float]) -> torch.Tensor:
-        """states [B, S, C, F, h, w] (trajectory at the student's sigmas), x0 [B, C, F, h, w], text [B, L, D];
-        sigma_index: which sigma each block sees."""
+        """states [B, S, C, F, h, w] (trajectory at the student's sigmas), x0 [B, C, F, h, w], text [B, L, D]
+        or one per block [B, NB, L, D]; sigma_index: which sigma each block sees. Where a block's text differs
+        from the previous block's (a prompt switch), the window is re-cached with it first, as inference's
+        `StreamingGenerator.recache` does."""
         sc = self.stream_config
         batch, frames = x0.shape[0], x0.shape[2]
         cache = KVCache(self.student.config, sc, batch, x0.device)
         grad_gates = self.memory_grad and sc.uses_memory
+        clean_t = torch.full((batch, sc.block_frames), sc.context_timestep, device=x0.device)
         losses = []
         for block, f0 in enumerate(range(0, frames, sc.block_frames)):
             frame_ids = list(range(f0, f0 + sc.block_frames))
+            block_text = text[:, block] if text.dim() == 4 else text  # [B, L, D]
+            if text.dim() == 4 and block > 0 and not torch.equal(block_text, text[:, block - 1]):
+                with torch.set_grad_enabled(grad_gates and torch.is_grad_enabled()):
+                    self._recache(cache, x0, block_text, clean_t)
             k = sigma_index[block]
             x_t = states[:, k, :, f0 : f0 + sc.block_frames]  # [B, C, Fb, h, w]
             timestep = torch.full((batch, sc.block_frames), sigmas[k] * 1000.0, device=x0.device)
-            v = self.student(x_t, timestep, text, cache=cache, frame_start=f0)
+            v = self.student(x_t, timestep, block_text, cache=cache, frame_start=f0)
             x0_pred = x_t - sigmas[k] * v.float()
             losses.append(F.mse_loss(x0_pred, x0[:, :, f0 : f0 + sc.block_frames]))
             with torch.set_grad_enabled(grad_gates and torch.is_grad_enabled()):
-                clean_t = torch.full_like(timestep, sc.context_timestep)
-                self.student(x0[:, :, f0 : f0 + sc.block_frames], clean_t, text, cache=cache, frame_start=f0,
+                self.student(x0[:, :, f0 : f0 + sc.block_frames], clean_t, block_text, cache=cache, frame_start=f0,
                              write_cache=True)
                 cache.commit(frame_ids)
         return torch.stack(losses).mean()
+
+    def _recache(self, cache: KVCache, x0: torch.Tensor, text: torch.Tensor, clean_t: torch.Tensor) -> None:
+        """Re-encode the window's clean frames under `text`, block by block, without evicting (inference's recache)."""
+        frames = cache.drop_recent()
+        block = self.stream_config.block_frames
+        for f0 in sorted({f - f % block for f in frames}):
+            group = [f for f in frames if f0 <= f < f0 + block]
+            self.student(x0[:, :, group[0] : group[-1] + 1], clean_t[:, : len(group)], text, cache=cache,
+                         frame_start=group[0], write_cache=True)
+            cache.commit(group, evict=False)
+
+
+def encode_prompts(text_encoder, bank: dict, prompts: list, num_blocks: int) -> torch.Tensor:
+    """Text embeddings of a batch, cached in `bank`: [B, L, D] when every prompt is a string; [B, NB, L, D]
+    when any is a tuple of per-block prompts (a motion-switch clip), strings then repeated per block."""
+    for p in {q for item in prompts for q in ((item,) if isinstance(item, str) else item)}:
+        if p not in bank:
+            bank[p] = text_encoder.encode(p).cpu()  # [1, L, D]
+    if all(isinstance(p, str) for p in prompts):
+        return torch.cat([bank[p] for p in prompts])
+    per_block = [(p,) * num_blocks if isinstance(p, str) else tuple(p) for p in prompts]
+    if any(len(p) != num_blocks for p in per_block):
+        raise ValueError(f"per-block prompts must have {num_blocks} entries, got {[len(p) for p in per_block]}")
+    return torch.stack([torch.cat([bank[q] for q in p]) for p in per_block])  # [B, NB, L, D]
 
 
 def export_student(transformer, teacher, stream_config: StreamConfig, path: str, description: str) -> None:
@@ -219,6 +254,9 @@ def train_causal(args) -> dict:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     stream_config = stream_config_from(args)
     check_frames(args.latent_frames, stream_config)
+    if args.motion_switch_share and args.source != "world":
+        raise ConfigError(f"--motion-switch-share {args.motion_switch_share} needs --source world (the switch "
+                          f"clips are the world's)")
     acc = Accelerator(cpu=args.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     teacher = load_checkpoint(args.teacher, acc.device)
     teacher.transformer.requires_grad_(False)
@@ -227,14 +265,11 @@ def train_causal(args) -> dict:
         make_trajectories(acc, teacher, args, sigmas)
         data = TrajectoryBatches(load_trajectories(trajectory_folder(args), args.pairs, args.shard_size))
     else:
-        data = WorldBatches(teacher, args, acc.device, acc.process_index)
+        data = WorldBatches(teacher, args, acc.device, acc.process_index, stream_config.block_frames)
     text_bank: dict[str, torch.Tensor] = {}
 
-    def encode(prompts: list[str]) -> torch.Tensor:  # [B, L, D]
-        for p in prompts:
-            if p not in text_bank:
-                text_bank[p] = teacher.text_encoder.encode(p).cpu()
-        return torch.cat([text_bank[p] for p in prompts]).to(acc.device)
+    def encode(prompts: list) -> torch.Tensor:  # [B, L, D]; [B, NB, L, D] when a prompt is one per block
+        return encode_prompts(teacher.text_encoder, text_bank, prompts, num_blocks).to(acc.device)
 
     student = copy.deepcopy(teacher.transformer).requires_grad_(True).train()
     model = CausalODELoss(student, stream_config, args.memory_grad)

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from ..config import ConfigError, ModelConfig, pixel_frames_for
-from ..world import SCENARIOS, sample_training_clip
+from ..world import SCENARIOS, render_clip, sample_spec, sample_training_clip, switch_candidates
 
 SINGLE_PROMPT_SCENARIOS = tuple(s for s in SCENARIOS if s != "prompt_switch")
 
@@ -79,15 +79,47 @@ def check_geometry(vae: AutoencoderKLWan, config: ModelConfig) -> None:
                           f"in_channels {config.in_channels}")
 
 
+def motion_switch_clip(rng: np.random.Generator, pixel_frames: int, latent_frames: int, block_frames: int,
+                       config: ModelConfig, split: str = "train"):
+    """A static-camera clip whose motion changes at a random latent block boundary (the other fields stay),
+    and its prompt per block: (clip, (prompt of block 0, prompt of block 1, ...)).
+
+    A causal student trained only on single-prompt clips can continue the velocity its clean past shows and
+    ignore the motion words; after such a switch the past contradicts the new prompt, so only the text
+    tells where the object goes. The switch is at pixel frame 1 + T * (k - 1) of latent frame k = the
+    block's first (the causal VAE's grouping), so the block's latents show only the new motion."""
+    blocks = latent_frames // block_frames
+    if blocks < 2:
+        raise ConfigError(f"a motion switch needs at least 2 blocks of {block_frames} latent frames, "
+                          f"got {latent_frames} latent frames")
+    spec = sample_spec(rng, split)
+    new = switch_candidates(spec)["motion"][int(rng.integers(5))]  # every other motion stays in the split
+    block = int(rng.integers(1, blocks))
+    frame = 1 + config.vae_scale_temporal * (block * block_frames - 1)
+    clip = render_clip([(0.0, spec), (frame / config.fps, new)], pixel_frames / config.fps, int(rng.integers(2 ** 31)),
+                       config.height, config.fps, "plain")
+    return clip, (spec.text,) * block + (new.text,) * (blocks - block)
+
+
 class WorldLatents:
     """Renders world clips and encodes them into normalised latents [B, C, F, h, w], with the object's
-    latent footprint [B, 1, F, h, w] (`latent_object_mask`)."""
+    latent footprint [B, 1, F, h, w] (`latent_object_mask`).
+
+    With `motion_switch_share` > 0 that share of the clips are `motion_switch_clip`s, and their prompt
+    entry is a tuple with one prompt per `block_frames` latent block (the causal stage's; the teacher is
+    conditioned on one prompt per clip and keeps the default 0)."""
 
     def __init__(self, vae: AutoencoderKLWan, config: ModelConfig, latent_frames: int,
-                 mixture: dict[str, float] | None = None):
+                 mixture: dict[str, float] | None = None, motion_switch_share: float = 0.0,
+                 block_frames: int | None = None):
         self.vae, self.config, self.latent_frames = vae, config, latent_frames
         self.pixel_frames = pixel_frames_for(latent_frames, config.vae_scale_temporal)
         self.mixture = mixture or SINGLE_PROMPT_MIXTURE
+        if not 0 <= motion_switch_share <= 1:
+            raise ConfigError(f"the motion-switch share must be in [0, 1], got {motion_switch_share}")
+        if motion_switch_share > 0 and block_frames is None:
+            raise ConfigError("motion-switch clips need the student's block_frames")
+        self.motion_switch_share, self.block_frames = motion_switch_share, block_frames
         self.mean = torch.tensor(vae.config.latents_mean, device=vae.device).view(1, -1, 1, 1, 1)
         self.std = torch.tensor(vae.config.latents_std, device=vae.device).view(1, -1, 1, 1, 1)
 
@@ -105,12 +137,20 @@ class WorldLatents:
         cfg = self.config
         if cfg.height != cfg.width:
             raise ConfigError(f"the world renders square frames; preset {cfg.name!r} is {cfg.height}x{cfg.width}")
-        clips = [sample_training_clip(rng, self.pixel_frames / cfg.fps, cfg.height, cfg.fps, self.mixture, split)
-                 for _ in range(batch)]
+        clips, prompts = [], []
+        for _ in range(batch):
+            if self.motion_switch_share > 0 and rng.random() < self.motion_switch_share:
+                clip, prompt = motion_switch_clip(rng, self.pixel_frames, self.latent_frames, self.block_frames,
+                                                  cfg, split)
+            else:
+                clip = sample_training_clip(rng, self.pixel_frames / cfg.fps, cfg.height, cfg.fps, self.mixture, split)
+                prompt = clip.prompt
+            clips.append(clip)
+            prompts.append(prompt)
         frames = np.stack([c.frames[: self.pixel_frames] for c in clips])
         masks = np.stack([latent_object_mask(c, self.pixel_frames, self.latent_frames, cfg.vae_scale_spatial,
                                              cfg.vae_scale_temporal) for c in clips])[:, None]  # [B, 1, F, h, w]
-        return self.encode(frames), [c.prompt for c in clips], torch.from_numpy(masks).to(self.vae.device)
+        return self.encode(frames), prompts, torch.from_numpy(masks).to(self.vae.device)
 
 
 class ReplayLatents:

@@ -42,7 +42,7 @@ from ..sampling.ode import guided_velocity, shift_sigma
 from ..sampling.scheduler import denoising_sigmas
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import parse_prompt, sample_prompt, switch_candidates
-from .causal import CausalODELoss, WorldBatches, check_frames, export_student, load_checkpoint
+from .causal import CausalODELoss, WorldBatches, check_frames, encode_prompts, export_student, load_checkpoint
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
                      progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import batch_rng
@@ -114,23 +114,19 @@ class Regression:
 
     def __init__(self, generator, text_encoder, teacher_pipe, stream_config, args, acc):
         self.loss = CausalODELoss(generator, stream_config, args.memory_grad)
-        self.clips = WorldBatches(teacher_pipe, args, acc.device, acc.process_index)
+        self.clips = WorldBatches(teacher_pipe, args, acc.device, acc.process_index, stream_config.block_frames)
         self.text_encoder, self.device, self.batch = text_encoder, acc.device, args.regression_batch
         self.sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
         self.blocks = args.latent_frames // stream_config.block_frames
         self.text_bank: dict[str, torch.Tensor] = {}
 
-    def embed(self, prompts: list[str]) -> torch.Tensor:  # [B, L, D]
-        for p in prompts:
-            if p not in self.text_bank:
-                self.text_bank[p] = self.text_encoder.encode(p).cpu()
-        return torch.cat([self.text_bank[p] for p in prompts]).to(self.device)
-
     def __call__(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         """The mean x0 MSE over the blocks of the index-th regression batch (one sigma per block, as drawn)."""
         states, x0, prompts = self.clips.batch(index, rng, self.batch, self.sigmas)
         sigma_index = [int(k) for k in rng.integers(0, len(self.sigmas), size=self.blocks)]
-        return self.loss(states.to(self.device), x0.to(self.device), self.embed(prompts), sigma_index, self.sigmas)
+        return self.loss(states.to(self.device), x0.to(self.device),
+                         encode_prompts(self.text_encoder, self.text_bank, prompts, self.blocks).to(self.device),
+                         sigma_index, self.sigmas)
 
 
 def train_dmd(args) -> dict:

@@ -79,6 +79,9 @@ def add_causal_args(p) -> None:
     p.add_argument("--reuse", type=int, default=1,
                    help="--source world: use each encoded clip about this many times (see train teacher --reuse)")
     p.add_argument("--replay-window", type=int, default=4, help="--source world: refreshes kept in the clip pool")
+    p.add_argument("--motion-switch-share", type=float, default=0.0,
+                   help="--source world: share of clips whose motion changes at a block boundary, the prompt "
+                        "switching with it, so the motion words and not the past's velocity tell where the object goes")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4)
