@@ -234,7 +234,11 @@ def test_causal_init_on_world_clips_regresses_the_noised_clip_and_resumes_exactl
     args = type("Args", (), dict(teacher=f"{runs['teacher']}/teacher", latent_frames=6, reuse=1, replay_window=4,
                                  seed=0))()
     sigmas = denoising_sigmas(4, 5.0)
-    states, x0, prompts = WorldBatches(teacher, args, "cpu", 0).batch(0, batch_rng(0, 0, 0), 2, sigmas)
+    states, x0, prompts, weight = WorldBatches(teacher, args, "cpu", 0).batch(0, batch_rng(0, 0, 0), 2, sigmas)
+    assert weight is None  # --object-weight 1: plain MSE
+    args.object_weight = 4.0
+    _, _, _, weight = WorldBatches(teacher, args, "cpu", 0).batch(0, batch_rng(0, 0, 0), 2, sigmas)
+    assert weight.shape == (2, 1, *x0.shape[2:]) and set(weight.unique().tolist()) == {1.0, 4.0}
     assert states.shape[:2] == (2, 4) and x0.shape[2] == 6 and len(prompts) == 2
     noise = (states[:, 0] - (1 - sigmas[0]) * x0) / sigmas[0]
     for k, s in enumerate(sigmas):
@@ -289,6 +293,8 @@ def test_motion_switch_clips_change_motion_at_a_block_boundary_and_train_the_cau
     assert np.isfinite(read_csv(out / "log.csv")["loss"]).all()
     assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(tmp_path / "bad"),
                  "--motion-switch-share", "0.5"]) == 2
+    assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(tmp_path / "bad"),
+                 "--object-weight", "2"]) == 2
 
 
 def test_dmd_and_long_stages_move_the_generator_and_export_streaming_students(runs):

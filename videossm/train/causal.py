@@ -23,7 +23,9 @@ teacher still gives the starting weights and the text encoder. `--reuse N` reuse
 `train teacher --reuse` does. `--motion-switch-share P` makes that share of the clips change their motion
 at a block boundary (`data.motion_switch_clip`), conditioned per block with inference's re-cache at the
 switch: on single-prompt clips the student learns to continue its past's velocity and ignore the motion
-words.
+words. `--object-weight W` counts the object's latent cells W times in the loss, as `train teacher
+--object-weight` does; with a clean past the block's posterior is nearly one clip, so the bias that weight
+brings at high noise is small here.
 
 The result, `out/student/`, is a streaming checkpoint (memory mode, window and sink in its config) for
 the DMD stage, or to generate with directly.
@@ -47,6 +49,7 @@ from ..models.cache import KVCache
 from ..models.transformer import VideoSSMTransformer
 from ..sampling.ode import ode_sigmas, sample_ode
 from ..sampling.scheduler import denoising_sigmas
+from .teacher import weighted_mse
 from ..world import sample_prompt
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
                      progress, read_csv, set_lr, step_seed, write_json,
@@ -142,11 +145,11 @@ class TrajectoryBatches:
         self.data = data
 
     def batch(self, step: int, rng: np.random.Generator, batch: int, sigmas: list[float]):
-        """states [B, S, C, F, h, w], x0 [B, C, F, h, w] (float32, CPU), prompts."""
+        """states [B, S, C, F, h, w], x0 [B, C, F, h, w] (float32, CPU), prompts, cell weights (None: plain MSE)."""
         count = len(self.data["prompts"])
         idx = rng.choice(count, size=batch, replace=count < batch)
         return (self.data["states"][idx].float(), self.data["x0"][idx].float(),
-                [self.data["prompts"][i] for i in idx])
+                [self.data["prompts"][i] for i in idx], None)
 
 
 class WorldBatches:
@@ -165,14 +168,17 @@ class WorldBatches:
         if args.reuse > 1:
             self.clips = ReplayLatents(self.clips, args.reuse, args.replay_window, args.seed, rank, lambda s: True)
         self.seed, self.rank = args.seed, rank
+        self.object_weight = getattr(args, "object_weight", 1.0)
 
     def batch(self, step: int, rng: np.random.Generator, batch: int, sigmas: list[float]):
-        x0, prompts, _ = step_batch(self.clips, step, rng, batch)
+        """As TrajectoryBatches.batch; the cell weights are `1 + (W - 1) * object mask` with --object-weight W."""
+        x0, prompts, object_mask = step_batch(self.clips, step, rng, batch)
         x0 = x0.float().cpu()  # [B, C, F, h, w]
         gen = torch.Generator().manual_seed(step_seed(self.seed, self.rank, step))
         noise = torch.randn(x0.shape, generator=gen)
         states = torch.stack([(1 - s) * x0 + s * noise for s in sigmas], dim=1)  # [B, S, C, F, h, w]
-        return states, x0, prompts
+        cell_weight = None if self.object_weight == 1 else 1 + (self.object_weight - 1) * object_mask.float().cpu()
+        return states, x0, prompts, cell_weight
 
 
 # --- 2. regression -----------------------------------------------------------------------------------------
@@ -184,11 +190,12 @@ class CausalODELoss(nn.Module):
         super().__init__()
         self.student, self.stream_config, self.memory_grad = student, stream_config, memory_grad
 
-    def forward(self, states, x0, text, sigma_index: list[int], sigmas: list[float]) -> torch.Tensor:
+    def forward(self, states, x0, text, sigma_index: list[int], sigmas: list[float],
+                cell_weight: torch.Tensor | None = None) -> torch.Tensor:
         """states [B, S, C, F, h, w] (trajectory at the student's sigmas), x0 [B, C, F, h, w], text [B, L, D]
         or one per block [B, NB, L, D]; sigma_index: which sigma each block sees. Where a block's text differs
         from the previous block's (a prompt switch), the window is re-cached with it first, as inference's
-        `StreamingGenerator.recache` does."""
+        `StreamingGenerator.recache` does. cell_weight [B, 1, F, h, w]: a weighted MSE (`weighted_mse`)."""
         sc = self.stream_config
         batch, frames = x0.shape[0], x0.shape[2]
         cache = KVCache(self.student.config, sc, batch, x0.device)
@@ -206,7 +213,9 @@ class CausalODELoss(nn.Module):
             timestep = torch.full((batch, sc.block_frames), sigmas[k] * 1000.0, device=x0.device)
             v = self.student(x_t, timestep, block_text, cache=cache, frame_start=f0)
             x0_pred = x_t - sigmas[k] * v.float()
-            losses.append(F.mse_loss(x0_pred, x0[:, :, f0 : f0 + sc.block_frames]))
+            target = x0[:, :, f0 : f0 + sc.block_frames]
+            losses.append(F.mse_loss(x0_pred, target) if cell_weight is None else
+                          weighted_mse(x0_pred, target, cell_weight[:, :, f0 : f0 + sc.block_frames]))
             with torch.set_grad_enabled(grad_gates and torch.is_grad_enabled()):
                 self.student(x0[:, :, f0 : f0 + sc.block_frames], clean_t, block_text, cache=cache, frame_start=f0,
                              write_cache=True)
@@ -254,6 +263,10 @@ def train_causal(args) -> dict:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     stream_config = stream_config_from(args)
     check_frames(args.latent_frames, stream_config)
+    if not args.object_weight > 0:
+        raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
+    if args.object_weight != 1 and args.source != "world":
+        raise ConfigError(f"--object-weight {args.object_weight} needs --source world (the object masks are the world's)")
     if args.motion_switch_share and args.source != "world":
         raise ConfigError(f"--motion-switch-share {args.motion_switch_share} needs --source world (the switch "
                           f"clips are the world's)")
@@ -290,9 +303,10 @@ def train_causal(args) -> dict:
         lr = lr_at(step, args.lr, args.warmup, args.steps)
         set_lr(opt, lr)
         rng = batch_rng(args.seed, acc.process_index, step)
-        states, x0, prompts = data.batch(step, rng, args.batch, sigmas)
+        states, x0, prompts, cell_weight = data.batch(step, rng, args.batch, sigmas)
         sigma_index = [int(k) for k in rng.integers(0, len(sigmas), size=num_blocks)]
-        loss = model(states.to(acc.device), x0.to(acc.device), encode(prompts), sigma_index, sigmas)
+        loss = model(states.to(acc.device), x0.to(acc.device), encode(prompts), sigma_index, sigmas,
+                     None if cell_weight is None else cell_weight.to(acc.device))
         acc.backward(loss)
         grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))

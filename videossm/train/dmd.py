@@ -122,7 +122,7 @@ class Regression:
 
     def __call__(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         """The mean x0 MSE over the blocks of the index-th regression batch (one sigma per block, as drawn)."""
-        states, x0, prompts = self.clips.batch(index, rng, self.batch, self.sigmas)
+        states, x0, prompts, _ = self.clips.batch(index, rng, self.batch, self.sigmas)
         sigma_index = [int(k) for k in rng.integers(0, len(self.sigmas), size=self.blocks)]
         return self.loss(states.to(self.device), x0.to(self.device),
                          encode_prompts(self.text_encoder, self.text_bank, prompts, self.blocks).to(self.device),

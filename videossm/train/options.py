@@ -79,6 +79,8 @@ def add_causal_args(p) -> None:
     p.add_argument("--reuse", type=int, default=1,
                    help="--source world: use each encoded clip about this many times (see train teacher --reuse)")
     p.add_argument("--replay-window", type=int, default=4, help="--source world: refreshes kept in the clip pool")
+    p.add_argument("--object-weight", type=float, default=1.0,
+                   help="--source world: count the object's latent cells this many times in the loss (see train teacher)")
     p.add_argument("--motion-switch-share", type=float, default=0.0,
                    help="--source world: share of clips whose motion changes at a block boundary, the prompt "
                         "switching with it, so the motion words and not the past's velocity tell where the object goes")
