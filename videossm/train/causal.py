@@ -49,12 +49,12 @@ from ..models.cache import KVCache
 from ..models.transformer import VideoSSMTransformer
 from ..sampling.ode import ode_sigmas, sample_ode
 from ..sampling.scheduler import denoising_sigmas
-from .teacher import weighted_mse
 from ..world import sample_prompt
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
                      progress, read_csv, set_lr, step_seed, write_json,
                      write_stage_metrics)
 from .data import batch_rng, step_batch
+from .teacher import weighted_mse
 
 
 def stream_config_from(args) -> StreamConfig:
