@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 
-from ..config import ConfigError, ModelConfig, pixel_frames_for
+from ..config import ConfigError, ModelConfig, first_pixel_frame, pixel_frames_for
 from ..world import SCENARIOS, render_clip, sample_spec, sample_training_clip, switch_candidates
 
 SINGLE_PROMPT_SCENARIOS = tuple(s for s in SCENARIOS if s != "prompt_switch")
@@ -86,16 +86,17 @@ def motion_switch_clip(rng: np.random.Generator, pixel_frames: int, latent_frame
 
     A causal student trained only on single-prompt clips can continue the velocity its clean past shows and
     ignore the motion words; after such a switch the past contradicts the new prompt, so only the text
-    tells where the object goes. The switch is at pixel frame 1 + T * (k - 1) of latent frame k = the
-    block's first (the causal VAE's grouping), so the block's latents show only the new motion."""
+    tells where the object goes. The switch is at the first pixel frame of the block's first latent frame
+    (`first_pixel_frame`, the causal VAE's grouping), so the block's latents show only the new motion."""
     blocks = latent_frames // block_frames
     if blocks < 2:
         raise ConfigError(f"a motion switch needs at least 2 blocks of {block_frames} latent frames, "
                           f"got {latent_frames} latent frames")
     spec = sample_spec(rng, split)
-    new = switch_candidates(spec)["motion"][int(rng.integers(5))]  # every other motion stays in the split
+    others = switch_candidates(spec)["motion"]  # every other motion: the split is set by colour, shape, background
+    new = others[int(rng.integers(len(others)))]
     block = int(rng.integers(1, blocks))
-    frame = 1 + config.vae_scale_temporal * (block * block_frames - 1)
+    frame = first_pixel_frame(block * block_frames, config.vae_scale_temporal)
     clip = render_clip([(0.0, spec), (frame / config.fps, new)], pixel_frames / config.fps, int(rng.integers(2 ** 31)),
                        config.height, config.fps, "plain")
     return clip, (spec.text,) * block + (new.text,) * (blocks - block)

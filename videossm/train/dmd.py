@@ -250,7 +250,8 @@ def _train(args, stage: str) -> dict:
         dmd = cols["dmd_loss"][np.isfinite(cols["dmd_loss"])]
         result = write_stage_metrics(
             args, acc, state, stage, memory=stream_config.memory, rollout_frames=args.rollout_frames,
-            latent_frames=args.latent_frames, regression_weight=args.regression_weight, final_critic_loss=round(float(np.mean(cols["critic_loss"][-10:])), 5),
+            latent_frames=args.latent_frames, regression_weight=args.regression_weight,
+            final_critic_loss=round(float(np.mean(cols["critic_loss"][-10:])), 5),
             final_dmd_loss=round(float(np.mean(dmd[-10:])), 5) if len(dmd) else None, rollouts=rollout_index + 1,
             student_dir=student_dir)
         acc.print(f"saved {student_dir}")
