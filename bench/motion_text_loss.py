@@ -10,7 +10,8 @@ Three texts per clip:
 - wrong: after the switch, a motion that is neither the old nor the new one;
 - first: the first prompt throughout (the text never switches).
 A student that reads the motion words has a clearly lower loss with the right text, most at high noise.
-Printed: the mean loss per sigma and text, over all 21 latent frames, and over the object's cells only.
+Printed: the mean loss per sigma and text, over all 21 latent frames, and over the object's cells only;
+then the loss of copying the last past frame into each block, the floor a student that uses its past beats.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from videossm.pipeline import VideoSSMPipeline
 from videossm.sampling.scheduler import denoising_sigmas
 from videossm.train.causal import CausalODELoss, WorldBatches, encode_prompts
+from videossm.train.teacher import weighted_mse
 from videossm.world import MOTIONS, parse_prompt
 
 
@@ -74,6 +76,13 @@ def main() -> None:
                     obj.append(loss(states, x0, text, [k] * blocks, sigmas, weight).item())
             cells.append(f"{how} {np.mean(whole):.4f} | {np.mean(obj):.4f}")
         print(f"  sigma {sigma:.3f}: " + "   ".join(cells), flush=True)
+    # a reference for the sigma-1 row: each block predicted as the last clean frame before it (blocks 1 on)
+    copy = [torch.nn.functional.mse_loss(x0[:, :, f0:f0 + sc.block_frames],
+                                         x0[:, :, f0 - 1:f0].expand(-1, -1, sc.block_frames, -1, -1)).item()
+            for _, x0, _, _ in batches for f0 in range(sc.block_frames, args.latent_frames, sc.block_frames)]
+    print(f"  copying the last past frame, all cells, blocks 1 on: {np.mean(copy):.4f}")
+    zeros = [weighted_mse(torch.zeros_like(x0), x0, weight).item() for _, x0, _, weight in batches]
+    print(f"  predicting zeros (the latents' mean), object cells: {np.mean(zeros):.4f}")
 
 
 if __name__ == "__main__":
