@@ -289,12 +289,44 @@ def test_motion_switch_clips_change_motion_at_a_block_boundary_and_train_the_cau
     out = tmp_path / "switch"
     assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(out), "--source", "world",
                  "--motion-switch-share", "1", "--latent-frames", "6", "--window-frames", "3", "--sink-frames", "0",
-                 "--steps", "2", "--batch", "2", *runs["common"]]) == 0
+                 "--context-grad", "--steps", "2", "--batch", "2", *runs["common"]]) == 0
     assert np.isfinite(read_csv(out / "log.csv")["loss"]).all()
     assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(tmp_path / "bad"),
                  "--motion-switch-share", "0.5"]) == 2
     assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(tmp_path / "bad"),
                  "--object-weight", "2"]) == 2
+
+
+def test_causal_context_grad_trains_the_cache_writing_passes(runs):
+    """--context-grad: the same loss, but the clean passes that fill the cache get gradients too. With no past
+    (one block) both modes give the same gradients; with a past they differ."""
+    from videossm.config import get_model_config
+    from videossm.models.transformer import VideoSSMTransformer
+    from videossm.train.causal import CausalODELoss, encode_prompts
+
+    cfg = get_model_config("test")
+    torch.manual_seed(0)
+    student = VideoSSMTransformer(cfg).train()
+    pipe = VideoSSMPipeline.from_pretrained(os.path.join(runs["teacher"], "teacher"))
+    stream = pipe.stream_config.with_overrides(memory="sink", window_frames=6, sink_frames=0)
+    text = encode_prompts(pipe.text_encoder, {}, ["a red circle moving right on a gray background"], 3)
+    x0 = torch.randn(1, cfg.in_channels, 9, cfg.height // cfg.vae_scale_spatial, cfg.width // cfg.vae_scale_spatial)
+    states = torch.stack([0.5 * x0 + 0.5 * torch.randn_like(x0) for _ in range(4)], 1)
+    sigmas = [1.0, 0.9, 0.8, 0.6]
+
+    def grads(context_grad: bool, frames: int) -> tuple[float, list[torch.Tensor]]:
+        student.zero_grad()
+        value = CausalODELoss(student, stream, memory_grad=False, context_grad=context_grad)(
+            states[:, :, :, :frames], x0[:, :, :frames], text, [0] * (frames // 3), sigmas)
+        value.backward()
+        return value.item(), [p.grad.clone() for p in student.parameters() if p.grad is not None]
+
+    for frames, same in ((3, True), (9, False)):
+        (plain, g_plain), (ctx, g_ctx) = grads(False, frames), grads(True, frames)
+        assert plain == pytest.approx(ctx, rel=1e-6)
+        assert len(g_plain) == len(g_ctx)
+        differ = max((a - b).abs().max().item() for a, b in zip(g_plain, g_ctx))
+        assert (differ < 1e-7) if same else (differ > 1e-5), (frames, differ)
 
 
 def test_dmd_and_long_stages_move_the_generator_and_export_streaming_students(runs):

@@ -65,6 +65,7 @@ class BlockContext:
     context_rope: tuple[torch.Tensor, torch.Tensor] | None  # for the cached tokens, or None when empty
     version: int
     write: bool = False  # this pass writes the block's K/V and gates (the clean pass)
+    write_grad: bool = False  # the written K/V stay in the autograd graph (training through the cache)
 
 
 class LayerCache:

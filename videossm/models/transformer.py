@@ -61,7 +61,9 @@ class VideoSSMBlock(WanTransformerBlock):
             out = out + self.memory.read(hidden_states, query, layer.memory_state, gamma).type_as(out)
         if layer is not None and block.write:
             beta, alpha = self.memory.gates(hidden_states) if layer.memory_state is not None else (None, None)
-            layer.staged = CachedTokens(key.detach(), value.detach(), beta, alpha)
+            if not block.write_grad:
+                key, value = key.detach(), value.detach()
+            layer.staged = CachedTokens(key, value, beta, alpha)
         return attn.to_out[1](attn.to_out[0](out.flatten(2)))
 
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
@@ -112,9 +114,12 @@ class VideoSSMTransformer(nn.Module):
         return [p for block in self.blocks for p in block.memory.parameters()]
 
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                cache: KVCache | None = None, frame_start: int = 0, write_cache: bool = False) -> torch.Tensor:
+                cache: KVCache | None = None, frame_start: int = 0, write_cache: bool = False,
+                write_grad: bool = False) -> torch.Tensor:
         """latents [B, C, F, H, W]; timestep [B, F] (or [B]) in [0, 1000]; encoder_hidden_states
-        [B, L, text_dim]. Returns the flow-matching velocity (noise - x0) [B, C, F, H, W]."""
+        [B, L, text_dim]. Returns the flow-matching velocity (noise - x0) [B, C, F, H, W].
+        write_cache: stage this block's K/V (and gates) for `cache.commit`; the K/V are detached unless
+        write_grad, which keeps them in the graph so later blocks' losses train the pass that wrote them."""
         cfg = self.config
         batch, _, frames, height, width = latents.shape
         hp, wp = height // cfg.patch_size[1], width // cfg.patch_size[2]
@@ -132,7 +137,7 @@ class VideoSSMTransformer(nn.Module):
             rope = rope_cos_sin(torch.arange(frames), hp, wp, cfg.attention_head_dim, cfg.rope_theta, latents.device)
         else:
             block = cache.block_context(frame_start, frames)
-            block.write = write_cache
+            block.write, block.write_grad = write_cache, write_grad
             layers, rope = cache.layers, block.query_rope
         for transformer_block, layer in zip(self.blocks, layers):
             hidden_states = transformer_block(hidden_states, text_states, timestep_proj, rope, block, layer)

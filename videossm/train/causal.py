@@ -186,9 +186,11 @@ class WorldBatches:
 class CausalODELoss(nn.Module):
     """The student run block-causally through a KV cache, regressing the teacher's x0 (one DDP module)."""
 
-    def __init__(self, student: VideoSSMTransformer, stream_config: StreamConfig, memory_grad: bool):
+    def __init__(self, student: VideoSSMTransformer, stream_config: StreamConfig, memory_grad: bool,
+                 context_grad: bool = False):
         super().__init__()
         self.student, self.stream_config, self.memory_grad = student, stream_config, memory_grad
+        self.context_grad = context_grad
 
     def forward(self, states, x0, text, sigma_index: list[int], sigmas: list[float],
                 cell_weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -199,14 +201,15 @@ class CausalODELoss(nn.Module):
         sc = self.stream_config
         batch, frames = x0.shape[0], x0.shape[2]
         cache = KVCache(self.student.config, sc, batch, x0.device)
-        grad_gates = self.memory_grad and sc.uses_memory
+        # the clean passes that write the cache: with gradients, the loss also teaches what the past's K/V carry
+        grad_cache = self.context_grad or (self.memory_grad and sc.uses_memory)
         clean_t = torch.full((batch, sc.block_frames), sc.context_timestep, device=x0.device)
         losses = []
         for block, f0 in enumerate(range(0, frames, sc.block_frames)):
             frame_ids = list(range(f0, f0 + sc.block_frames))
             block_text = text[:, block] if text.dim() == 4 else text  # [B, L, D]
             if text.dim() == 4 and block > 0 and not torch.equal(block_text, text[:, block - 1]):
-                with torch.set_grad_enabled(grad_gates and torch.is_grad_enabled()):
+                with torch.set_grad_enabled(grad_cache and torch.is_grad_enabled()):
                     self._recache(cache, x0, block_text, clean_t)
             k = sigma_index[block]
             x_t = states[:, k, :, f0 : f0 + sc.block_frames]  # [B, C, Fb, h, w]
@@ -216,9 +219,9 @@ class CausalODELoss(nn.Module):
             target = x0[:, :, f0 : f0 + sc.block_frames]
             losses.append(F.mse_loss(x0_pred, target) if cell_weight is None else
                           weighted_mse(x0_pred, target, cell_weight[:, :, f0 : f0 + sc.block_frames]))
-            with torch.set_grad_enabled(grad_gates and torch.is_grad_enabled()):
+            with torch.set_grad_enabled(grad_cache and torch.is_grad_enabled()):
                 self.student(x0[:, :, f0 : f0 + sc.block_frames], clean_t, block_text, cache=cache, frame_start=f0,
-                             write_cache=True)
+                             write_cache=True, write_grad=self.context_grad)
                 cache.commit(frame_ids)
         return torch.stack(losses).mean()
 
@@ -229,7 +232,7 @@ class CausalODELoss(nn.Module):
         for f0 in sorted({f - f % block for f in frames}):
             group = [f for f in frames if f0 <= f < f0 + block]
             self.student(x0[:, :, group[0] : group[-1] + 1], clean_t[:, : len(group)], text, cache=cache,
-                         frame_start=group[0], write_cache=True)
+                         frame_start=group[0], write_cache=True, write_grad=self.context_grad)
             cache.commit(group, evict=False)
 
 
@@ -285,7 +288,7 @@ def train_causal(args) -> dict:
         return encode_prompts(teacher.text_encoder, text_bank, prompts, num_blocks).to(acc.device)
 
     student = copy.deepcopy(teacher.transformer).requires_grad_(True).train()
-    model = CausalODELoss(student, stream_config, args.memory_grad)
+    model = CausalODELoss(student, stream_config, args.memory_grad, args.context_grad)
     ckpt = Checkpointer(args.out, keep=2, config={
         "stage": "causal", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "seed": args.seed, "source": args.source,

@@ -90,6 +90,11 @@ def add_causal_args(p) -> None:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
                    help="write the cache without gradients (the memory's gates then learn nothing here)")
+    p.add_argument("--context-grad", action="store_true",
+                   help="backpropagate through the clean passes that write the cache too, so the loss also trains "
+                        "what the past's keys and values carry forward (teacher forcing in one graph, ~1.5x the "
+                        "step's time); without it (and outside hybrid's memory gradient) only the new block's "
+                        "pass learns")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
