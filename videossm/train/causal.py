@@ -50,8 +50,8 @@ from ..models.transformer import VideoSSMTransformer
 from ..sampling.ode import ode_sigmas, sample_ode
 from ..sampling.scheduler import denoising_sigmas
 from ..world import sample_prompt
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
-                     progress, read_csv, set_lr, step_seed, write_json,
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
+                     plot_losses, progress, read_csv, set_lr, step_seed, write_json,
                      write_stage_metrics)
 from .data import batch_rng, step_batch
 from .teacher import weighted_mse
@@ -261,9 +261,7 @@ def export_student(transformer, teacher, stream_config: StreamConfig, path: str,
 def train_causal(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    for name in ("steps", "batch", "pairs", "shard_size", "save_every", "log_every", "reuse", "replay_window"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_counts(args, "steps", "batch", "pairs", "shard_size", "save_every", "log_every", "reuse", "replay_window")
     stream_config = stream_config_from(args)
     check_frames(args.latent_frames, stream_config)
     if not args.object_weight > 0:

@@ -76,6 +76,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def check_counts(args, *names: str) -> None:
+    """Each named option (argparse dest) must be >= 1; the error names the flag and its value."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
 def step_seed(*parts: int) -> int:
     """A 63-bit seed from integers (e.g. seed, rank, step), for per-step torch.Generators."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32).view(np.uint64)[0]

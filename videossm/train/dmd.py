@@ -43,8 +43,8 @@ from ..sampling.scheduler import denoising_sigmas
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import parse_prompt, sample_prompt, switch_candidates
 from .causal import CausalODELoss, WorldBatches, check_frames, encode_prompts, export_student, load_checkpoint
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
-                     progress, read_csv, set_lr, step_seed, write_stage_metrics)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
+                     plot_losses, progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import batch_rng
 
 
@@ -138,18 +138,14 @@ def train_long(args) -> dict:
 
 
 def _check(args) -> None:
-    for name in ("steps", "batch", "gen_every", "save_every", "log_every"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_counts(args, "steps", "batch", "gen_every", "save_every", "log_every", "regression_batch", "reuse",
+                 "replay_window")
     if args.rollout_frames < args.latent_frames:
         raise ConfigError(f"--rollout-frames ({args.rollout_frames}) must be >= --latent-frames ({args.latent_frames})")
     if not 0 <= args.switch_prob <= 1:
         raise ConfigError(f"--switch-prob must be in [0, 1], got {args.switch_prob}")
     if not args.regression_weight >= 0:
         raise ConfigError(f"--regression-weight must be >= 0, got {args.regression_weight}")
-    for name in ("regression_batch", "reuse", "replay_window"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
 
 def _train(args, stage: str) -> dict:

@@ -48,8 +48,8 @@ from ..models.transformer import VideoSSMTransformer
 from ..models.vae import StreamingDecoder, to_uint8_frames
 from ..sampling.ode import sample_video_latents, shift_sigma
 from ..world import sample_prompt, vocabulary
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
-                     progress, read_csv, set_lr, step_seed, write_stage_metrics)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
+                     plot_losses, progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import (ReplayLatents, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture,
                    step_batch)
 
@@ -92,10 +92,8 @@ def build_teacher(preset: str, seed: int) -> tuple[TeacherLoss, TextEncoder]:
 
 
 def check_args(args) -> None:
-    for name in ("steps", "batch", "latent_frames", "save_every", "log_every", "sample_steps", "reuse",
-                 "replay_window"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_counts(args, "steps", "batch", "latent_frames", "save_every", "log_every", "sample_steps", "reuse",
+                 "replay_window")
     if not 0 <= args.text_dropout < 1:
         raise ConfigError(f"--text-dropout must be in [0, 1), got {args.text_dropout}")
     if not args.object_weight > 0:

@@ -78,8 +78,8 @@ from diffusers import AutoencoderKLWan
 from ..config import ConfigError
 from ..models.vae import StreamingDecoder, decode_frames, to_uint8_frames, vae_config
 from ..world import Clip, sample_training_clip
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, lr_at, optimizer_step, plot_losses,
-                     progress, set_lr, step_seed, write_stage_metrics)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
+                     plot_losses, progress, set_lr, step_seed, write_stage_metrics)
 
 EVAL_SEED = 20251205  # fixed eval clips, independent of --seed
 STATS_SEED = 20251206
@@ -222,9 +222,7 @@ def check_args(args) -> None:
         raise ConfigError(f"--size must be a multiple of 8, got {args.size}")
     if args.crop and args.crop < args.size and (args.crop % 8 or args.crop < 8):
         raise ConfigError(f"--crop must be 0 (whole frames) or a multiple of 8, at least 8, got {args.crop}")
-    for name in ("steps", "batch", "eval_clips"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_counts(args, "steps", "batch", "eval_clips")
 
 
 ENCODER_KEYS = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample", "patch_size",
