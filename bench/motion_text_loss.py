@@ -58,8 +58,9 @@ def main() -> None:
     sc = student.stream_config
     blocks = args.latent_frames // sc.block_frames
     options = types.SimpleNamespace(teacher=args.teacher, latent_frames=args.latent_frames, reuse=1, replay_window=1,
-                                    seed=5, motion_switch_share=1.0, object_weight=1e6)  # ~object cells only
-    data = WorldBatches(teacher, options, "cpu", 0, sc.block_frames)
+                                    seed=5)
+    data = WorldBatches(teacher, options, "cpu", 0, sc.block_frames, motion_switch_share=1.0,
+                        object_weight=1e6)  # ~object cells only
     sigmas = denoising_sigmas(sc.num_steps, sc.shift)
     loss = CausalODELoss(student.transformer.eval(), sc, memory_grad=False)
     bank: dict = {}

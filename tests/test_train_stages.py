@@ -236,8 +236,7 @@ def test_causal_init_on_world_clips_regresses_the_noised_clip_and_resumes_exactl
     sigmas = denoising_sigmas(4, 5.0)
     states, x0, prompts, weight = WorldBatches(teacher, args, "cpu", 0).batch(0, batch_rng(0, 0, 0), 2, sigmas)
     assert weight is None  # --object-weight 1: plain MSE
-    args.object_weight = 4.0
-    _, _, _, weight = WorldBatches(teacher, args, "cpu", 0).batch(0, batch_rng(0, 0, 0), 2, sigmas)
+    _, _, _, weight = WorldBatches(teacher, args, "cpu", 0, object_weight=4.0).batch(0, batch_rng(0, 0, 0), 2, sigmas)
     assert weight.shape == (2, 1, *x0.shape[2:]) and set(weight.unique().tolist()) == {1.0, 4.0}
     assert states.shape[:2] == (2, 4) and x0.shape[2] == 6 and len(prompts) == 2
     noise = (states[:, 0] - (1 - sigmas[0]) * x0) / sigmas[0]

@@ -155,20 +155,23 @@ class TrajectoryBatches:
 class WorldBatches:
     """--source world: the world's clips (train prompts, single-prompt scenarios) encoded by the teacher's VAE,
     each noised once and taken at the student's sigmas: x_s = (1 - s) x0 + s eps. The student then learns
-    to denoise a block given the clean past, the flow's own target, rather than the teacher's ODE map."""
+    to denoise a block given the clean past, the flow's own target, rather than the teacher's ODE map.
+    motion_switch_share: the share of clips whose motion changes at a block boundary (`motion_switch_clip`);
+    object_weight: how many times each of the object's cells counts in the loss (1: plain MSE)."""
 
-    def __init__(self, teacher, args, device, rank: int, block_frames: int | None = None):
+    def __init__(self, teacher, args, device, rank: int, block_frames: int | None = None, *,
+                 motion_switch_share: float = 0.0, object_weight: float = 1.0):
         from .data import ReplayLatents, WorldLatents, check_geometry, load_frozen_vae
 
         vae = load_frozen_vae(os.path.join(args.teacher, "vae"), device)
         check_geometry(vae, teacher.model_config)
         self.clips = WorldLatents(vae, teacher.model_config, args.latent_frames,
-                                  motion_switch_share=getattr(args, "motion_switch_share", 0.0),
+                                  motion_switch_share=motion_switch_share,
                                   block_frames=block_frames)
         if args.reuse > 1:
             self.clips = ReplayLatents(self.clips, args.reuse, args.replay_window, args.seed, rank, lambda s: True)
         self.seed, self.rank = args.seed, rank
-        self.object_weight = getattr(args, "object_weight", 1.0)
+        self.object_weight = object_weight
 
     def batch(self, step: int, rng: np.random.Generator, batch: int, sigmas: list[float]):
         """As TrajectoryBatches.batch; the cell weights are `1 + (W - 1) * object mask` with --object-weight W."""
@@ -279,7 +282,8 @@ def train_causal(args) -> dict:
         make_trajectories(acc, teacher, args, sigmas)
         data = TrajectoryBatches(load_trajectories(trajectory_folder(args), args.pairs, args.shard_size))
     else:
-        data = WorldBatches(teacher, args, acc.device, acc.process_index, stream_config.block_frames)
+        data = WorldBatches(teacher, args, acc.device, acc.process_index, stream_config.block_frames,
+                            motion_switch_share=args.motion_switch_share, object_weight=args.object_weight)
     text_bank: dict[str, torch.Tensor] = {}
 
     def encode(prompts: list) -> torch.Tensor:  # [B, L, D]; [B, NB, L, D] when a prompt is one per block
