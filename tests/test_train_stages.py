@@ -371,6 +371,30 @@ def test_dmd_with_world_regression_logs_it_and_resumes_its_batches(runs, tmp_pat
     assert "--regression-weight must be >= 0, got -1.0" in capsys.readouterr().err
 
 
+def test_dmd_regression_can_teach_motion_switches_with_object_weight_and_context_grad(runs, tmp_path, capsys):
+    """The causal stage's motion-word flags reach DMD's regression term: a run with them trains, records them,
+    and differs from the plain-regression run; given without --regression-weight they are refused by name."""
+    def run(out, *extra):
+        return main(["train", "dmd", "--student", f"{runs['causal']}/student", "--teacher", f"{runs['teacher']}/teacher",
+                     "--out", str(out), "--latent-frames", "6", "--rollout-frames", "6", "--steps", "2",
+                     "--gen-every", "1", "--regression-batch", "2", "--reuse", "2", "--replay-window", "2",
+                     *extra, *runs["common"]])
+
+    flags = ("--motion-switch-share", "1", "--object-weight", "5", "--context-grad")
+    assert run(tmp_path / "plain", "--regression-weight", "1") == 0
+    assert run(tmp_path / "motion", "--regression-weight", "1", *flags) == 0
+    plain, motion = read_csv(tmp_path / "plain" / "log.csv"), read_csv(tmp_path / "motion" / "log.csv")
+    assert np.isfinite(motion["reg_loss"]).all() and motion["reg_loss"].min() > 0
+    assert not np.allclose(plain["reg_loss"], motion["reg_loss"]), "switch clips weighted by the object differ"
+    config = torch.load(tmp_path / "motion" / "ckpt-0000002.pt", map_location="cpu", weights_only=False)["config"]
+    assert (config["motion_switch_share"], config["object_weight"], config["context_grad"]) == (1.0, 5.0, True)
+    assert run(tmp_path / "bad", *flags) == 2
+    assert ("--motion-switch-share, --object-weight, --context-grad only shape the regression term; "
+            "add --regression-weight W > 0") in capsys.readouterr().err
+    assert run(tmp_path / "bad2", "--regression-weight", "1", "--motion-switch-share", "1.5") == 2
+    assert "--motion-switch-share must be in [0, 1], got 1.5" in capsys.readouterr().err
+
+
 def test_bad_stage_arguments_are_named(runs, capsys):
     rc = main(["train", "causal", "--teacher", os.path.join(runs["teacher"], "teacher"), "--out",
                str(runs["root"] / "bad"), "--latent-frames", "10"])

@@ -15,7 +15,8 @@ With `--regression-weight W` each generator step also takes W times the causal s
 loss on a batch of the world's clips (teacher forcing on data, `causal.CausalODELoss`): DMD's own paired
 regression term, with data in place of the teacher's ODE. DMD alone distils what the teacher does from
 pure noise, and ours does not move the object as prompted (docs/TRAINING.md); the data term keeps the
-student's text-conditioned continuation while DMD makes it commit to one object.
+student's text-conditioned continuation while DMD makes it commit to one object. `--motion-switch-share`,
+`--object-weight` and `--context-grad` shape that term as they shape the causal stage's loss.
 
 `long` (LongLive's streaming long tuning, VideoSSM's long self-rollout) keeps one rollout going across
 steps for `--rollout-frames` latent frames (240 = 60 s): every step generates the next chunk after
@@ -113,8 +114,9 @@ class Regression:
     teacher's VAE, noised to the student's sigmas, the clean clip as the past), run through the generator."""
 
     def __init__(self, generator, text_encoder, teacher_pipe, stream_config, args, acc):
-        self.loss = CausalODELoss(generator, stream_config, args.memory_grad)
-        self.clips = WorldBatches(teacher_pipe, args, acc.device, acc.process_index, stream_config.block_frames)
+        self.loss = CausalODELoss(generator, stream_config, args.memory_grad, args.context_grad)
+        self.clips = WorldBatches(teacher_pipe, args, acc.device, acc.process_index, stream_config.block_frames,
+                                  motion_switch_share=args.motion_switch_share, object_weight=args.object_weight)
         self.text_encoder, self.device, self.batch = text_encoder, acc.device, args.regression_batch
         self.sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
         self.blocks = args.latent_frames // stream_config.block_frames
@@ -122,11 +124,11 @@ class Regression:
 
     def __call__(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         """The mean x0 MSE over the blocks of the index-th regression batch (one sigma per block, as drawn)."""
-        states, x0, prompts, _ = self.clips.batch(index, rng, self.batch, self.sigmas)
+        states, x0, prompts, cell_weight = self.clips.batch(index, rng, self.batch, self.sigmas)
         sigma_index = [int(k) for k in rng.integers(0, len(self.sigmas), size=self.blocks)]
         return self.loss(states.to(self.device), x0.to(self.device),
                          encode_prompts(self.text_encoder, self.text_bank, prompts, self.blocks).to(self.device),
-                         sigma_index, self.sigmas)
+                         sigma_index, self.sigmas, None if cell_weight is None else cell_weight.to(self.device))
 
 
 def train_dmd(args) -> dict:
@@ -146,6 +148,15 @@ def _check(args) -> None:
         raise ConfigError(f"--switch-prob must be in [0, 1], got {args.switch_prob}")
     if not args.regression_weight >= 0:
         raise ConfigError(f"--regression-weight must be >= 0, got {args.regression_weight}")
+    if not 0 <= args.motion_switch_share <= 1:
+        raise ConfigError(f"--motion-switch-share must be in [0, 1], got {args.motion_switch_share}")
+    if not args.object_weight > 0:
+        raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
+    regression_only = {"--motion-switch-share": args.motion_switch_share != 0.0,
+                       "--object-weight": args.object_weight != 1.0, "--context-grad": args.context_grad}
+    unused = [flag for flag, given in regression_only.items() if given]
+    if unused and args.regression_weight == 0:
+        raise ConfigError(f"{', '.join(unused)} only shape the regression term; add --regression-weight W > 0")
 
 
 def _train(args, stage: str) -> dict:
@@ -169,7 +180,8 @@ def _train(args, stage: str) -> dict:
     ckpt = Checkpointer(args.out, keep=2, config={
         "stage": stage, "model": generator.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "rollout_frames": args.rollout_frames, "seed": args.seed,
-        "regression_weight": args.regression_weight})
+        "regression_weight": args.regression_weight, "motion_switch_share": args.motion_switch_share,
+        "object_weight": args.object_weight, "context_grad": args.context_grad})
     ema = EMA(generator, decay=args.ema)
     state = ckpt.resume(acc, models, [gen_opt, critic_opt], None, require=args.resume)
     if "ema" in state.extra:  # the generator's EMA travels in extra (the checkpointed model is both nets)

@@ -131,6 +131,14 @@ def add_dmd_args(p, stage: str = "dmd") -> None:
     p.add_argument("--reuse", type=int, default=4,
                    help="with --regression-weight: use each encoded clip about this many times (train teacher --reuse)")
     p.add_argument("--replay-window", type=int, default=4, help="with --regression-weight: refreshes kept in the pool")
+    p.add_argument("--motion-switch-share", type=float, default=0.0,
+                   help="with --regression-weight: share of the world clips whose motion changes at a block boundary "
+                        "(train causal --motion-switch-share), so the term keeps teaching the motion words")
+    p.add_argument("--object-weight", type=float, default=1.0,
+                   help="with --regression-weight: count the object's latent cells this many times in the term")
+    p.add_argument("--context-grad", action="store_true",
+                   help="with --regression-weight: backpropagate the term through the clean passes that write the "
+                        "cache too (train causal --context-grad)")
     p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
                    help="commit blocks without gradients (the memory's gates then learn nothing here)")
     p.add_argument("--ema", type=float, default=0.99)
