@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole training recipe of the shipped models, stage by stage (docs/TRAINING.md):
 #   vae -> teacher -> causal init (one, shared) -> for each memory mode (hybrid, sink, window, same budget):
-#   dmd -> long -> ship
+#   dmd -> long -> ship (the causal init continues twice, so a stage's checkpoint seeds the next run)
 # Every stage resumes from its latest checkpoint; a finished stage (its metrics.json exists) is skipped,
 # so rerunning this script after an interruption continues where it stopped.
 #   bash scripts/train_recipe.sh                 # everything, into runs/ and assets/
@@ -38,6 +38,17 @@ PY
   python -m videossm train "$name" --out "$out" "$@" $EXTRA
 }
 
+continue_run() {  # continue_run CKPT OUT: start run OUT from another run's checkpoint (its weights, EMA,
+  # optimizer and step) unless OUT has a checkpoint already
+  local ckpt="$1" out="$2"
+  if compgen -G "$out/ckpt-*.pt" > /dev/null; then
+    return
+  fi
+  [ -f "$ckpt" ] || { echo "continue_run: no checkpoint $ckpt to continue into $out" >&2; exit 1; }
+  mkdir -p "$out"
+  cp "$ckpt" "$out/"
+}
+
 # The VAE: a wide encoder (only training runs it) and a decoder whose capacity sits at low resolution
 # (dim_mult 1,2,4 over 8 channels), so streaming decode stays ~80 ms per block; object pixels weigh 20x.
 stage vae "$RUNS/vae" --base-dim 32 --dim-mult 1,2,4 --res-blocks 1 --decoder-dim 8 --object-weight 20 \
@@ -54,10 +65,23 @@ stage teacher "$RUNS/teacher" --vae "$RUNS/vae/vae" --short-frames 9 --short-sha
 # trajectories: this teacher loses the object from pure noise, and the student would learn that.
 stage causal "$RUNS/causal" --teacher "$RUNS/teacher/teacher" --source world --memory sink --reuse 4 --steps 600 \
   --save-every 100
+# Then the motion words (docs/TRAINING.md, "The students ignore the motion words"): half the clips switch
+# motion at a block boundary with the prompt, the object's cells weigh 5x, and the loss trains the cache
+# (--context-grad). It was run as two continuations of the step-600 checkpoint, to steps 1000 and 3000
+# (the learning-rate schedule follows --steps, so the split is part of the recipe).
+CAUSAL_WORDS=(--teacher "$RUNS/teacher/teacher" --source world --memory sink --reuse 4 --motion-switch-share 0.5
+  --object-weight 5 --context-grad --save-every 50)
+continue_run "$RUNS/causal/ckpt-0000600.pt" "$RUNS/causal-cgrad"
+stage causal "$RUNS/causal-cgrad" "${CAUSAL_WORDS[@]}" --steps 1000
+continue_run "$RUNS/causal-cgrad/ckpt-0001000.pt" "$RUNS/causal-cgrad-long"
+stage causal "$RUNS/causal-cgrad-long" "${CAUSAL_WORDS[@]}" --steps 3000
+# DMD and the long stage keep the causal loss on the world's motion-switch clips beside the teacher's score
+# (--regression-weight), since the teacher itself does not move the object as prompted from pure noise.
+REGRESSION=(--regression-weight 1 --motion-switch-share 0.5 --object-weight 5 --context-grad)
 for mode in $MODES; do
-  stage dmd "$RUNS/dmd-$mode" --student "$RUNS/causal/student" --teacher "$RUNS/teacher/teacher" --memory "$mode" \
-    --steps 400
-  stage long "$RUNS/long-$mode" --student "$RUNS/dmd-$mode/student" --teacher "$RUNS/teacher/teacher" \
-    --memory "$mode" --steps 200
-  python -m videossm train ship --student "$RUNS/long-$mode/student" --to "assets/videossm-$mode"
+  stage dmd "$RUNS/dmd3-$mode" --student "$RUNS/causal-cgrad-long/student" --teacher "$RUNS/teacher/teacher" \
+    --memory "$mode" --steps 400 "${REGRESSION[@]}"
+  stage long "$RUNS/long3-$mode" --student "$RUNS/dmd3-$mode/student" --teacher "$RUNS/teacher/teacher" \
+    --memory "$mode" --steps 200 "${REGRESSION[@]}"
+  python -m videossm train ship --student "$RUNS/long3-$mode/student" --to "assets/videossm-$mode"
 done

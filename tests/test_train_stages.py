@@ -588,7 +588,8 @@ def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp
     assert main(["eval-world", "--systems", "renderer", "--videos", "1", "--seconds", "2", "--out-dir", str(eval_dir),
                  "--no-progress", "--bootstrap", "20"]) == 0
     card = assets / "MODEL_CARD.md"
-    assert main(["train", "card", "--runs", str(recipe), "--eval", str(eval_dir), "--to", str(card)]) == 0
+    chain = ["--chain", "vae,teacher,causal,dmd-{mode},long-{mode}"]  # the fixture's chain, one causal run
+    assert main(["train", "card", "--runs", str(recipe), "--eval", str(eval_dir), "--to", str(card), *chain]) == 0
     text = card.read_text()
     teacher_cmd = json.load(open(os.path.join(runs["teacher"], "metrics.json")))["command"]
     assert teacher_cmd and f"`{teacher_cmd}`" in text  # the command the run recorded, verbatim
@@ -602,14 +603,17 @@ def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp
     assert f"| dmd | `{recipe / 'dmd-sink'}` | not run yet" in sink
     assert "causal ODE init (regression on the teacher's trajectories)" in text  # the fixture's --source teacher
     os.symlink(runs["causal"], recipe / "causal-window")  # a mode with its own init uses it
-    text = main(["train", "card", "--runs", str(recipe), "--to", str(card)]) == 0 and card.read_text()
+    text = main(["train", "card", "--runs", str(recipe), "--to", str(card), *chain]) == 0 and card.read_text()
     assert f"| causal | `{recipe / 'causal-window'}` | `" in text[text.index("### `window`"):]
     os.unlink(recipe / "causal")  # a shared init made with --source world is named as such
     (recipe / "causal").mkdir()
     metrics = json.load(open(os.path.join(runs["causal"], "metrics.json")))
     json.dump({**metrics, "source": "world"}, open(recipe / "causal" / "metrics.json", "w"))
-    text = main(["train", "card", "--runs", str(recipe), "--to", str(card)]) == 0 and card.read_text()
+    text = main(["train", "card", "--runs", str(recipe), "--to", str(card), *chain]) == 0 and card.read_text()
     assert "teacher forcing on the world's noised clips" in text and "ODE init" not in text
+    text = main(["train", "card", "--runs", str(recipe), "--to", str(card)]) == 0 and card.read_text()
+    assert f"| causal-cgrad-long | `{recipe / 'causal-cgrad-long'}` | not run yet" in text  # the recipe's chain
+    assert f"| dmd3 | `{recipe / 'dmd3-hybrid'}` | not run yet" in text
 
 
 def test_model_card_names_a_missing_eval_table(tmp_path, capsys):

@@ -2,10 +2,10 @@
 
     python -m videossm train card --runs runs --eval runs/world_eval_60s --to assets/MODEL_CARD.md
 
-For each memory mode it follows the recipe's chain of run folders (scripts/train_recipe.sh):
-vae -> teacher -> causal (one init shared by the modes; `causal-MODE` where a mode has its own)
--> dmd-MODE -> long-MODE, and reads each stage's `metrics.json`: the command
-that made it, steps, wall time and hardware. A stage without one is listed as not run, so a partial card
+For each memory mode it follows the recipe's chain of run folders (scripts/train_recipe.sh, `--chain`):
+vae -> teacher -> causal (one init shared by the modes; `causal-MODE` where a mode has its own) ->
+its two continuations that teach the motion words -> dmd3-MODE -> long3-MODE, and reads each stage's
+`metrics.json`: the command that made it, steps, wall time and hardware. A stage without one is listed as not run, so a partial card
 says plainly how far training got. The metrics table is the `table.md` of an `eval-world` run (copied
 with its `curves.png` beside the card); the data section is generated from the world's grammar and split.
 """
@@ -21,9 +21,9 @@ from ..world.grammar import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 from ..world.splits import HELD_OUT_COMBOS, TRAIN_COMBOS
 
 MODES = ("hybrid", "sink", "window")
-SHARED_STAGES = ("vae", "teacher")
-MODE_STAGES = ("causal", "dmd", "long")
-SHAREABLE_STAGES = ("causal",)  # runs/STAGE serves every mode unless runs/STAGE-MODE exists
+# The run folders of scripts/train_recipe.sh, in order; {mode} is each memory mode. A folder without
+# {mode} serves every mode unless a MODE-suffixed one exists (`causal-hybrid` beside `causal`).
+RECIPE_CHAIN = "vae,teacher,causal,causal-cgrad,causal-cgrad-long,dmd3-{mode},long3-{mode}"
 
 
 def read_metrics(run: str) -> dict | None:
@@ -45,15 +45,27 @@ def _hardware(hw: dict | None) -> str:
     return f"{where}, {hw.get('num_processes', 1)} process(es), {hw.get('torch_threads', '?')} thread(s)"
 
 
-def stage_rows(runs: str, mode: str) -> list[tuple[str, str, dict | None]]:
-    """(stage, run folder, its metrics or None) along the recipe's chain for one memory mode."""
-    folders = [(s, os.path.join(runs, s)) for s in SHARED_STAGES]
-    for s in MODE_STAGES:
-        own = os.path.join(runs, f"{s}-{mode}")
-        shared = os.path.join(runs, s)
-        folders.append((s, shared if s in SHAREABLE_STAGES and not os.path.isdir(own) and os.path.isdir(shared)
-                        else own))
-    return [(stage, folder, read_metrics(folder)) for stage, folder in folders]
+def parse_chain(chain: str) -> list[str]:
+    entries = [e.strip() for e in chain.split(",") if e.strip()]
+    if not entries:
+        raise ConfigError(f"--chain must name run folders, comma-separated, got {chain!r}")
+    return entries
+
+
+def stage_rows(runs: str, mode: str, chain: str = RECIPE_CHAIN) -> list[tuple[str, str, dict | None]]:
+    """(stage, run folder, its metrics or None) along the chain of run folders for one memory mode. The
+    stage is the one the run recorded, else the folder's name without its mode."""
+    rows = []
+    for entry in parse_chain(chain):
+        if "{mode}" in entry:
+            folder = os.path.join(runs, entry.format(mode=mode))
+        else:
+            own = os.path.join(runs, f"{entry}-{mode}")
+            folder = own if os.path.isdir(own) else os.path.join(runs, entry)
+        metrics = read_metrics(folder)
+        stage = (metrics or {}).get("stage") or entry.replace("-{mode}", "")
+        rows.append((stage, folder, metrics))
+    return rows
 
 
 INIT_KINDS = {  # `train causal --source` -> how the card names the init
@@ -89,7 +101,7 @@ def data_section() -> list[str]:
 
 
 def write_card(runs: str, to: str, eval_dir: str | None = None, assets: str | None = None,
-               modes: tuple[str, ...] = MODES) -> str:
+               modes: tuple[str, ...] = MODES, chain: str = RECIPE_CHAIN) -> str:
     """Write the card to `to` (markdown); returns its text."""
     if eval_dir and not os.path.exists(os.path.join(eval_dir, "table.md")):
         raise ConfigError(f"--eval {eval_dir!r} holds no table.md; run `python -m videossm eval-world ... "
@@ -112,11 +124,13 @@ def write_card(runs: str, to: str, eval_dir: str | None = None, assets: str | No
             lines.append(f"| `assets/videossm-{mode}` | {mode} | not yet | - |")
     lines += ["", "## How each checkpoint was made", "",
               "`bash scripts/train_recipe.sh` runs every stage below (finished stages are skipped). Each row is "
-              "the command the stage recorded, its steps, wall time and hardware.", ""]
+              "the command the stage recorded, its steps, wall time and hardware. Where a run of a stage follows "
+              "another of the same stage, it continued that run's last checkpoint (the recipe's `continue_run`), "
+              "so its steps and wall time include the earlier run's.", ""]
     for mode in modes:
         lines += [f"### `{mode}`", "", "| stage | run | command | steps | wall time | hardware |",
                   "|---|---|---|---|---|---|"]
-        for stage, folder, metrics in stage_rows(runs, mode):
+        for stage, folder, metrics in stage_rows(runs, mode, chain):
             if metrics is None:
                 lines.append(f"| {stage} | `{folder}` | not run yet | - | - | - |")
                 continue
@@ -157,6 +171,6 @@ def card(args) -> dict:
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ConfigError(f"--modes: unknown {bad}; accepted: {', '.join(MODES)}")
-    write_card(args.runs, args.to, args.eval, args.assets, modes)
+    write_card(args.runs, args.to, args.eval, args.assets, modes, args.chain or RECIPE_CHAIN)
     print(f"wrote {args.to}")
     return {"card": args.to}

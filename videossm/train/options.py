@@ -168,3 +168,6 @@ def add_card_args(p) -> None:
     p.add_argument("--eval", default=None, help="an eval-world --out-dir (its table.md and curves.png)")
     p.add_argument("--assets", default=None, help="where the shipped checkpoints are (default: the card's folder)")
     p.add_argument("--modes", default=None, help="comma-separated memory modes (default hybrid,sink,window)")
+    p.add_argument("--chain", default=None, metavar="RUN,RUN-{mode},...",
+                   help="the run folders under --runs that made each checkpoint, in order, {mode} standing for the "
+                        "memory mode (default: scripts/train_recipe.sh's chain, train.card.RECIPE_CHAIN)")

@@ -1,0 +1,61 @@
+"""What does one prompt's video show, span by span? The world probe's reading of a long generation.
+
+    PYTHONPATH=. python bench/prompt_track.py MODEL [--prompt "..."] [--seconds 60] [--seeds 0,1] [--span 10]
+
+For each seed it generates the prompt and prints, per span of `--span` seconds: the share of frames that
+show the object, the probe's majority colour and shape over those frames (with their share), and the mean
+velocity in px/s (x right, y down) over the 1 s windows that show the object (`motion_words.py`). The
+issue's example, "a red circle moving right on a gray background" for 60 s, is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from bench.motion_words import window_velocities
+from videossm.eval.world.probe import load_probe
+from videossm.pipeline import VideoSSMPipeline
+from videossm.world import COLORS, SHAPES
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="checkpoint folder or preset")
+    p.add_argument("--prompt", default="a red circle moving right on a gray background")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--span", type=float, default=10.0, help="seconds per printed row")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    torch.set_num_threads(args.threads)
+    pipe = VideoSSMPipeline.from_pretrained(args.model)
+    cfg, probe = pipe.model_config, load_probe(None)
+    span = max(1, round(args.span * cfg.fps))
+    for seed in seeds:
+        frames, _ = pipe.generate(args.prompt, seconds=args.seconds, seed=seed)
+        reading = probe.read(frames)
+        print(f"{args.model}, seed {seed}: {args.prompt!r}")
+        for start in range(0, len(frames), span):
+            rows = slice(start, start + span)
+            shown = reading.present[rows] > 0.5
+            cells = [f"  {start / cfg.fps:5.1f}-{min(start + span, len(frames)) / cfg.fps:5.1f} s",
+                     f"present {shown.mean():.2f}"]
+            if shown.any():
+                colours = np.bincount(reading.color[rows][shown].argmax(1), minlength=len(COLORS))
+                shapes = np.bincount(reading.shape[rows][shown].argmax(1), minlength=len(SHAPES))
+                cells += [f"colour {COLORS[colours.argmax()]} {colours.max() / shown.sum():.2f}",
+                          f"shape {SHAPES[shapes.argmax()]} {shapes.max() / shown.sum():.2f}"]
+            v = window_velocities(reading.x[rows] * cfg.width, reading.y[rows] * cfg.height,
+                                  reading.present[rows], cfg.fps)
+            if v:
+                vx, vy = np.mean(v, axis=0)
+                cells.append(f"velocity {vx:+5.1f},{vy:+5.1f} px/s ({len(v)} windows)")
+            print(" | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
