@@ -238,6 +238,8 @@ def test_causal_init_on_world_clips_regresses_the_noised_clip_and_resumes_exactl
     assert weight is None  # --object-weight 1: plain MSE
     _, _, _, weight = WorldBatches(teacher, args, "cpu", 0, object_weight=4.0).batch(0, batch_rng(0, 0, 0), 2, sigmas)
     assert weight.shape == (2, 1, *x0.shape[2:]) and set(weight.unique().tolist()) == {1.0, 4.0}
+    longer = WorldBatches(teacher, args, "cpu", 0, mixture={"plain": 1.0}, latent_frames=9)  # DMD's own length
+    assert longer.batch(0, batch_rng(0, 0, 0), 2, sigmas)[1].shape[2] == 9 and longer.clips.mixture == {"plain": 1.0}
     assert states.shape[:2] == (2, 4) and x0.shape[2] == 6 and len(prompts) == 2
     noise = (states[:, 0] - (1 - sigmas[0]) * x0) / sigmas[0]
     for k, s in enumerate(sigmas):
@@ -294,6 +296,10 @@ def test_motion_switch_clips_change_motion_at_a_block_boundary_and_train_the_cau
                  "--motion-switch-share", "0.5"]) == 2
     assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(tmp_path / "bad"),
                  "--object-weight", "2"]) == 2
+    assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(tmp_path / "bad"),
+                 "--mixture", "plain=1"]) == 2
+    assert main(["train", "causal", "--teacher", f"{runs['teacher']}/teacher", "--out", str(tmp_path / "bad"),
+                 "--source", "world", "--mixture", "plain"]) == 2
 
 
 def test_causal_context_grad_trains_the_cache_writing_passes(runs):
@@ -393,6 +399,17 @@ def test_dmd_regression_can_teach_motion_switches_with_object_weight_and_context
             "add --regression-weight W > 0") in capsys.readouterr().err
     assert run(tmp_path / "bad2", "--regression-weight", "1", "--motion-switch-share", "1.5") == 2
     assert "--motion-switch-share must be in [0, 1], got 1.5" in capsys.readouterr().err
+    # the term's own clip length and scenario mixture: longer clips, recorded, and bad values named
+    assert run(tmp_path / "long", "--regression-weight", "1", "--regression-frames", "9", "--mixture", "plain=1") == 0
+    config = torch.load(tmp_path / "long" / "ckpt-0000002.pt", map_location="cpu", weights_only=False)["config"]
+    assert (config["regression_frames"], config["mixture"]) == (9, "plain=1")
+    assert np.isfinite(read_csv(tmp_path / "long" / "log.csv")["reg_loss"]).all()
+    assert run(tmp_path / "bad3", "--regression-weight", "1", "--regression-frames", "7") == 2
+    assert "--regression-frames must be a positive multiple of --block-frames (3), got 7" in capsys.readouterr().err
+    assert run(tmp_path / "bad4", "--regression-weight", "1", "--mixture", "switch=1") == 2
+    assert "mixture scenario 'switch' is not a single-prompt scenario" in capsys.readouterr().err
+    assert run(tmp_path / "bad5", "--regression-frames", "9") == 2
+    assert "--regression-frames only shape the regression term" in capsys.readouterr().err
 
 
 def test_bad_stage_arguments_are_named(runs, capsys):

@@ -53,7 +53,7 @@ from ..world import sample_prompt
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
                      plot_losses, progress, read_csv, set_lr, step_seed, write_json,
                      write_stage_metrics)
-from .data import batch_rng, step_batch
+from .data import batch_rng, parse_mixture, step_batch
 from .teacher import weighted_mse
 
 
@@ -62,9 +62,9 @@ def stream_config_from(args) -> StreamConfig:
                         sink_frames=args.sink_frames).validate()
 
 
-def check_frames(latent_frames: int, stream_config: StreamConfig) -> None:
+def check_frames(latent_frames: int, stream_config: StreamConfig, flag: str = "--latent-frames") -> None:
     if latent_frames < 1 or latent_frames % stream_config.block_frames:
-        raise ConfigError(f"--latent-frames must be a positive multiple of --block-frames "
+        raise ConfigError(f"{flag} must be a positive multiple of --block-frames "
                           f"({stream_config.block_frames}), got {latent_frames}")
 
 
@@ -157,15 +157,18 @@ class WorldBatches:
     each noised once and taken at the student's sigmas: x_s = (1 - s) x0 + s eps. The student then learns
     to denoise a block given the clean past, the flow's own target, rather than the teacher's ODE map.
     motion_switch_share: the share of clips whose motion changes at a block boundary (`motion_switch_clip`);
-    object_weight: how many times each of the object's cells counts in the loss (1: plain MSE)."""
+    object_weight: how many times each of the object's cells counts in the loss (1: plain MSE);
+    mixture: the single-prompt scenarios' weights (`data.parse_mixture`; None: the default mixture);
+    latent_frames: the clip length (None: args.latent_frames)."""
 
     def __init__(self, teacher, args, device, rank: int, block_frames: int | None = None, *,
-                 motion_switch_share: float = 0.0, object_weight: float = 1.0):
+                 motion_switch_share: float = 0.0, object_weight: float = 1.0,
+                 mixture: dict[str, float] | None = None, latent_frames: int | None = None):
         from .data import ReplayLatents, WorldLatents, check_geometry, load_frozen_vae
 
         vae = load_frozen_vae(os.path.join(args.teacher, "vae"), device)
         check_geometry(vae, teacher.model_config)
-        self.clips = WorldLatents(vae, teacher.model_config, args.latent_frames,
+        self.clips = WorldLatents(vae, teacher.model_config, latent_frames or args.latent_frames, mixture,
                                   motion_switch_share=motion_switch_share,
                                   block_frames=block_frames)
         if args.reuse > 1:
@@ -271,6 +274,10 @@ def train_causal(args) -> dict:
         raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
     if args.object_weight != 1 and args.source != "world":
         raise ConfigError(f"--object-weight {args.object_weight} needs --source world (the object masks are the world's)")
+    if args.mixture and args.source != "world":
+        raise ConfigError(f"--mixture {args.mixture} needs --source world (the teacher's trajectories are already made)")
+    if args.mixture:
+        parse_mixture(args.mixture)  # a bad entry fails here, before any model loads
     if args.motion_switch_share and args.source != "world":
         raise ConfigError(f"--motion-switch-share {args.motion_switch_share} needs --source world (the switch "
                           f"clips are the world's)")
@@ -283,7 +290,8 @@ def train_causal(args) -> dict:
         data = TrajectoryBatches(load_trajectories(trajectory_folder(args), args.pairs, args.shard_size))
     else:
         data = WorldBatches(teacher, args, acc.device, acc.process_index, stream_config.block_frames,
-                            motion_switch_share=args.motion_switch_share, object_weight=args.object_weight)
+                            motion_switch_share=args.motion_switch_share, object_weight=args.object_weight,
+                            mixture=parse_mixture(args.mixture) if args.mixture else None)
     text_bank: dict[str, torch.Tensor] = {}
 
     def encode(prompts: list) -> torch.Tensor:  # [B, L, D]; [B, NB, L, D] when a prompt is one per block

@@ -46,7 +46,7 @@ from ..world import parse_prompt, sample_prompt, switch_candidates
 from .causal import CausalODELoss, WorldBatches, check_frames, encode_prompts, export_student, load_checkpoint
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
                      plot_losses, progress, read_csv, set_lr, step_seed, write_stage_metrics)
-from .data import batch_rng
+from .data import batch_rng, parse_mixture
 
 
 class Rollout:
@@ -115,11 +115,14 @@ class Regression:
 
     def __init__(self, generator, text_encoder, teacher_pipe, stream_config, args, acc):
         self.loss = CausalODELoss(generator, stream_config, args.memory_grad, args.context_grad)
+        frames = args.regression_frames or args.latent_frames
         self.clips = WorldBatches(teacher_pipe, args, acc.device, acc.process_index, stream_config.block_frames,
-                                  motion_switch_share=args.motion_switch_share, object_weight=args.object_weight)
+                                  motion_switch_share=args.motion_switch_share, object_weight=args.object_weight,
+                                  mixture=parse_mixture(args.mixture) if args.mixture else None,
+                                  latent_frames=frames)
         self.text_encoder, self.device, self.batch = text_encoder, acc.device, args.regression_batch
         self.sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
-        self.blocks = args.latent_frames // stream_config.block_frames
+        self.blocks = frames // stream_config.block_frames
         self.text_bank: dict[str, torch.Tensor] = {}
 
     def __call__(self, index: int, rng: np.random.Generator) -> torch.Tensor:
@@ -152,8 +155,13 @@ def _check(args) -> None:
         raise ConfigError(f"--motion-switch-share must be in [0, 1], got {args.motion_switch_share}")
     if not args.object_weight > 0:
         raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
+    if args.regression_frames < 0:
+        raise ConfigError(f"--regression-frames must be >= 0, got {args.regression_frames}")
+    if args.mixture:
+        parse_mixture(args.mixture)  # a bad entry fails here, before any model loads
     regression_only = {"--motion-switch-share": args.motion_switch_share != 0.0,
-                       "--object-weight": args.object_weight != 1.0, "--context-grad": args.context_grad}
+                       "--object-weight": args.object_weight != 1.0, "--context-grad": args.context_grad,
+                       "--mixture": bool(args.mixture), "--regression-frames": args.regression_frames != 0}
     unused = [flag for flag, given in regression_only.items() if given]
     if unused and args.regression_weight == 0:
         raise ConfigError(f"{', '.join(unused)} only shape the regression term; add --regression-weight W > 0")
@@ -169,6 +177,8 @@ def _train(args, stage: str) -> dict:
         memory=args.memory, block_frames=args.block_frames, window_frames=args.window_frames,
         sink_frames=args.sink_frames)
     check_frames(args.latent_frames, stream_config)
+    if args.regression_frames:
+        check_frames(args.regression_frames, stream_config, "--regression-frames")
     teacher_pipe = load_checkpoint(args.teacher, acc.device)
     teacher = teacher_pipe.transformer.requires_grad_(False).eval()
     generator = student_pipe.transformer.requires_grad_(True).train()
@@ -181,7 +191,8 @@ def _train(args, stage: str) -> dict:
         "stage": stage, "model": generator.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "rollout_frames": args.rollout_frames, "seed": args.seed,
         "regression_weight": args.regression_weight, "motion_switch_share": args.motion_switch_share,
-        "object_weight": args.object_weight, "context_grad": args.context_grad})
+        "object_weight": args.object_weight, "context_grad": args.context_grad, "mixture": args.mixture,
+        "regression_frames": args.regression_frames})
     ema = EMA(generator, decay=args.ema)
     state = ckpt.resume(acc, models, [gen_opt, critic_opt], None, require=args.resume)
     if "ema" in state.extra:  # the generator's EMA travels in extra (the checkpointed model is both nets)

@@ -81,6 +81,9 @@ def add_causal_args(p) -> None:
     p.add_argument("--replay-window", type=int, default=4, help="--source world: refreshes kept in the clip pool")
     p.add_argument("--object-weight", type=float, default=1.0,
                    help="--source world: count the object's latent cells this many times in the loss (see train teacher)")
+    p.add_argument("--mixture", default=None, metavar="NAME=W,...",
+                   help="--source world: scenario mixture of the single-prompt clips, as train teacher --mixture "
+                        "(default: plain=0.5,pan_and_return=0.25,wraparound=0.25)")
     p.add_argument("--motion-switch-share", type=float, default=0.0,
                    help="--source world: share of clips whose motion changes at a block boundary, the prompt "
                         "switching with it, so the motion words and not the past's velocity tell where the object goes")
@@ -139,6 +142,12 @@ def add_dmd_args(p, stage: str = "dmd") -> None:
     p.add_argument("--context-grad", action="store_true",
                    help="with --regression-weight: backpropagate the term through the clean passes that write the "
                         "cache too (train causal --context-grad)")
+    p.add_argument("--mixture", default=None, metavar="NAME=W,...",
+                   help="with --regression-weight: scenario mixture of the term's single-prompt clips "
+                        "(train teacher --mixture), e.g. wraparound=1 to teach an object's return")
+    p.add_argument("--regression-frames", type=int, default=0,
+                   help="with --regression-weight: latent frames of the term's clips (0: --latent-frames); "
+                        "longer clips let an object leave the window and come back")
     p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
                    help="commit blocks without gradients (the memory's gates then learn nothing here)")
     p.add_argument("--ema", type=float, default=0.99)
