@@ -60,6 +60,19 @@ def add_teacher_args(p) -> None:
     p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
 
 
+def add_world_clip_args(p, when: str) -> None:
+    """The world clips' flags that the causal loss takes (`causal.WorldBatches`), for the causal stage
+    (`when` = "--source world") and for DMD's regression term ("with --regression-weight")."""
+    p.add_argument("--object-weight", type=float, default=1.0,
+                   help=f"{when}: count the object's latent cells this many times in the loss (see train teacher)")
+    p.add_argument("--mixture", default=None, metavar="NAME=W,...",
+                   help=f"{when}: scenario mixture of the single-prompt clips, as train teacher --mixture (default: "
+                        "plain=0.5,pan_and_return=0.25,wraparound=0.25; e.g. wraparound=1 to teach an object's return)")
+    p.add_argument("--motion-switch-share", type=float, default=0.0,
+                   help=f"{when}: share of clips whose motion changes at a block boundary, the prompt switching "
+                        "with it, so the motion words and not the past's velocity tell where the object goes")
+
+
 def add_causal_args(p) -> None:
     p.add_argument("--teacher", required=True, help="the teacher folder (train teacher's OUT/teacher)")
     p.add_argument("--out", default="runs/causal", help="run folder: trajectories/, checkpoints, logs, student/")
@@ -79,14 +92,7 @@ def add_causal_args(p) -> None:
     p.add_argument("--reuse", type=int, default=1,
                    help="--source world: use each encoded clip about this many times (see train teacher --reuse)")
     p.add_argument("--replay-window", type=int, default=4, help="--source world: refreshes kept in the clip pool")
-    p.add_argument("--object-weight", type=float, default=1.0,
-                   help="--source world: count the object's latent cells this many times in the loss (see train teacher)")
-    p.add_argument("--mixture", default=None, metavar="NAME=W,...",
-                   help="--source world: scenario mixture of the single-prompt clips, as train teacher --mixture "
-                        "(default: plain=0.5,pan_and_return=0.25,wraparound=0.25)")
-    p.add_argument("--motion-switch-share", type=float, default=0.0,
-                   help="--source world: share of clips whose motion changes at a block boundary, the prompt "
-                        "switching with it, so the motion words and not the past's velocity tell where the object goes")
+    add_world_clip_args(p, "--source world")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -134,17 +140,10 @@ def add_dmd_args(p, stage: str = "dmd") -> None:
     p.add_argument("--reuse", type=int, default=4,
                    help="with --regression-weight: use each encoded clip about this many times (train teacher --reuse)")
     p.add_argument("--replay-window", type=int, default=4, help="with --regression-weight: refreshes kept in the pool")
-    p.add_argument("--motion-switch-share", type=float, default=0.0,
-                   help="with --regression-weight: share of the world clips whose motion changes at a block boundary "
-                        "(train causal --motion-switch-share), so the term keeps teaching the motion words")
-    p.add_argument("--object-weight", type=float, default=1.0,
-                   help="with --regression-weight: count the object's latent cells this many times in the term")
+    add_world_clip_args(p, "with --regression-weight")
     p.add_argument("--context-grad", action="store_true",
                    help="with --regression-weight: backpropagate the term through the clean passes that write the "
                         "cache too (train causal --context-grad)")
-    p.add_argument("--mixture", default=None, metavar="NAME=W,...",
-                   help="with --regression-weight: scenario mixture of the term's single-prompt clips "
-                        "(train teacher --mixture), e.g. wraparound=1 to teach an object's return")
     p.add_argument("--regression-frames", type=int, default=0,
                    help="with --regression-weight: latent frames of the term's clips (0: --latent-frames); "
                         "longer clips let an object leave the window and come back")
