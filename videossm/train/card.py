@@ -5,8 +5,8 @@
 For each memory mode it follows the recipe's chain of run folders (scripts/train_recipe.sh, `--chain`):
 vae -> teacher -> causal (one init shared by the modes; `causal-MODE` where a mode has its own) ->
 its two continuations that teach the motion words -> dmd3-MODE -> long3-MODE, and reads each stage's
-`metrics.json`: the command that made it, steps, wall time and hardware. A stage without one is listed as not run, so a partial card
-says plainly how far training got. The metrics table is the `table.md` of an `eval-world` run (copied
+`metrics.json`: the command that made it, steps, wall time and hardware. A stage without one is listed as
+not run, so a partial card says plainly how far training got. The metrics table is the `table.md` of an `eval-world` run (copied
 with its `curves.png` beside the card); the data section is generated from the world's grammar and split.
 """
 

@@ -68,6 +68,17 @@ def check_frames(latent_frames: int, stream_config: StreamConfig, flag: str = "-
                           f"({stream_config.block_frames}), got {latent_frames}")
 
 
+def world_clip_kwargs(args) -> dict:
+    """The world clips' flags (`options.add_world_clip_args`), checked, as `WorldBatches` keyword arguments;
+    a bad value fails here, before any model loads."""
+    if not args.object_weight > 0:
+        raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
+    if not 0 <= args.motion_switch_share <= 1:
+        raise ConfigError(f"--motion-switch-share must be in [0, 1], got {args.motion_switch_share}")
+    return dict(motion_switch_share=args.motion_switch_share, object_weight=args.object_weight,
+                mixture=parse_mixture(args.mixture) if args.mixture else None)
+
+
 def load_checkpoint(path: str, device):
     """One of our checkpoint folders (the teacher or a student) as a float32 pipeline, for training."""
     from ..pipeline import VideoSSMPipeline
@@ -270,14 +281,11 @@ def train_causal(args) -> dict:
     check_counts(args, "steps", "batch", "pairs", "shard_size", "save_every", "log_every", "reuse", "replay_window")
     stream_config = stream_config_from(args)
     check_frames(args.latent_frames, stream_config)
-    if not args.object_weight > 0:
-        raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
+    clip_kwargs = world_clip_kwargs(args)
     if args.object_weight != 1 and args.source != "world":
         raise ConfigError(f"--object-weight {args.object_weight} needs --source world (the object masks are the world's)")
     if args.mixture and args.source != "world":
         raise ConfigError(f"--mixture {args.mixture} needs --source world (the teacher's trajectories are already made)")
-    if args.mixture:
-        parse_mixture(args.mixture)  # a bad entry fails here, before any model loads
     if args.motion_switch_share and args.source != "world":
         raise ConfigError(f"--motion-switch-share {args.motion_switch_share} needs --source world (the switch "
                           f"clips are the world's)")
@@ -289,9 +297,7 @@ def train_causal(args) -> dict:
         make_trajectories(acc, teacher, args, sigmas)
         data = TrajectoryBatches(load_trajectories(trajectory_folder(args), args.pairs, args.shard_size))
     else:
-        data = WorldBatches(teacher, args, acc.device, acc.process_index, stream_config.block_frames,
-                            motion_switch_share=args.motion_switch_share, object_weight=args.object_weight,
-                            mixture=parse_mixture(args.mixture) if args.mixture else None)
+        data = WorldBatches(teacher, args, acc.device, acc.process_index, stream_config.block_frames, **clip_kwargs)
     text_bank: dict[str, torch.Tensor] = {}
 
     def encode(prompts: list) -> torch.Tensor:  # [B, L, D]; [B, NB, L, D] when a prompt is one per block

@@ -43,10 +43,11 @@ from ..sampling.ode import guided_velocity, shift_sigma
 from ..sampling.scheduler import denoising_sigmas
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import parse_prompt, sample_prompt, switch_candidates
-from .causal import CausalODELoss, WorldBatches, check_frames, encode_prompts, export_student, load_checkpoint
+from .causal import (CausalODELoss, WorldBatches, check_frames, encode_prompts, export_student, load_checkpoint,
+                     world_clip_kwargs)
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
                      plot_losses, progress, read_csv, set_lr, step_seed, write_stage_metrics)
-from .data import batch_rng, parse_mixture
+from .data import batch_rng
 
 
 class Rollout:
@@ -113,13 +114,11 @@ class Regression:
     """--regression-weight: the causal stage's loss on the world's clips (`WorldBatches`, encoded by the
     teacher's VAE, noised to the student's sigmas, the clean clip as the past), run through the generator."""
 
-    def __init__(self, generator, text_encoder, teacher_pipe, stream_config, args, acc):
+    def __init__(self, generator, text_encoder, teacher_pipe, stream_config, args, acc, clip_kwargs: dict):
         self.loss = CausalODELoss(generator, stream_config, args.memory_grad, args.context_grad)
         frames = args.regression_frames or args.latent_frames
         self.clips = WorldBatches(teacher_pipe, args, acc.device, acc.process_index, stream_config.block_frames,
-                                  motion_switch_share=args.motion_switch_share, object_weight=args.object_weight,
-                                  mixture=parse_mixture(args.mixture) if args.mixture else None,
-                                  latent_frames=frames)
+                                  latent_frames=frames, **clip_kwargs)
         self.text_encoder, self.device, self.batch = text_encoder, acc.device, args.regression_batch
         self.sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
         self.blocks = frames // stream_config.block_frames
@@ -142,7 +141,8 @@ def train_long(args) -> dict:
     return _train(args, "long")
 
 
-def _check(args) -> None:
+def _check(args) -> dict:
+    """Checks the stage's flags; returns the regression term's world-clip arguments (`world_clip_kwargs`)."""
     check_counts(args, "steps", "batch", "gen_every", "save_every", "log_every", "regression_batch", "reuse",
                  "replay_window")
     if args.rollout_frames < args.latent_frames:
@@ -151,24 +151,20 @@ def _check(args) -> None:
         raise ConfigError(f"--switch-prob must be in [0, 1], got {args.switch_prob}")
     if not args.regression_weight >= 0:
         raise ConfigError(f"--regression-weight must be >= 0, got {args.regression_weight}")
-    if not 0 <= args.motion_switch_share <= 1:
-        raise ConfigError(f"--motion-switch-share must be in [0, 1], got {args.motion_switch_share}")
-    if not args.object_weight > 0:
-        raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
+    clip_kwargs = world_clip_kwargs(args)
     if args.regression_frames < 0:
         raise ConfigError(f"--regression-frames must be >= 0, got {args.regression_frames}")
-    if args.mixture:
-        parse_mixture(args.mixture)  # a bad entry fails here, before any model loads
     regression_only = {"--motion-switch-share": args.motion_switch_share != 0.0,
                        "--object-weight": args.object_weight != 1.0, "--context-grad": args.context_grad,
                        "--mixture": bool(args.mixture), "--regression-frames": args.regression_frames != 0}
     unused = [flag for flag, given in regression_only.items() if given]
     if unused and args.regression_weight == 0:
         raise ConfigError(f"{', '.join(unused)} only shape the regression term; add --regression-weight W > 0")
+    return clip_kwargs
 
 
 def _train(args, stage: str) -> dict:
-    _check(args)
+    clip_kwargs = _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     acc = Accelerator(cpu=args.cpu)
@@ -205,7 +201,8 @@ def _train(args, stage: str) -> dict:
     # A resumed run starts a fresh rollout: the cache of the interrupted one is not checkpointed.
     rollout_index = state.extra.get("rollouts", 0)
     rollout = Rollout(streamer, student_pipe.text_encoder, args.batch, args.seed, rollout_index)
-    regression = Regression(generator, student_pipe.text_encoder, teacher_pipe, stream_config, args, acc) \
+    regression = Regression(generator, student_pipe.text_encoder, teacher_pipe, stream_config, args, acc,
+                            clip_kwargs) \
         if args.regression_weight > 0 else None
     gen_columns = ("dmd_loss", "dmd_grad", "gen_grad_norm", *(("reg_loss",) if regression else ()))
     means = RunningMeans()
