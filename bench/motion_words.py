@@ -24,10 +24,12 @@ from videossm.world import MOTIONS, make_geometry
 from videossm.world.scenarios import DIRECTIONS
 
 
-def window_velocities(x: np.ndarray, y: np.ndarray, present: np.ndarray, fps: int) -> list[tuple[float, float]]:
-    """(vx, vy) in px/s of each 1 s window after the first that shows the object in at least half its frames."""
+def window_velocities(x: np.ndarray, y: np.ndarray, present: np.ndarray, fps: int,
+                      skip_seconds: int = 1) -> list[tuple[float, float]]:
+    """(vx, vy) in px/s of each 1 s window, after the first `skip_seconds`, that shows the object in at least
+    half its frames."""
     out = []
-    for a in range(fps, len(x) - fps + 1, fps):
+    for a in range(skip_seconds * fps, len(x) - fps + 1, fps):
         seen = np.where(present[a:a + fps] > 0.5)[0]
         if len(seen) >= fps // 2:
             i, j = a + seen[0], a + seen[-1]
