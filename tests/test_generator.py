@@ -114,6 +114,42 @@ def test_streaming_decode_is_identical_to_full_decode():
     assert torch.equal(streamed, full)
 
 
+def test_fast_decoder_ops_match_diffusers_decoder(monkeypatch):
+    """StreamingDecoder's oneDNN convs and rsqrt RMS norms give diffusers' decode to float rounding, with every
+    conv forced through oneDNN (the threshold is for speed only), and keep the state-dict keys."""
+    import copy
+
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm
+
+    from videossm.models import vae as vae_module
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**vae_config(z_dim=4, dim_mult=(1, 2, 4), res_blocks=1)).eval()
+    reference = copy.deepcopy(vae)
+    decoder = StreamingDecoder(vae)  # switches vae's decoder in place
+    assert decoder.vae.state_dict().keys() == reference.state_dict().keys()
+    kinds = {type(m) for m in decoder.vae.decoder.modules()}
+    assert vae_module.FastCausalConv3d in kinds and WanCausalConv3d not in kinds and WanRMS_norm not in kinds
+    onednn_calls = []
+    real = torch.mkldnn_convolution
+    monkeypatch.setattr(vae_module, "ONEDNN_MIN_NUMEL", 0)
+    monkeypatch.setattr(torch, "mkldnn_convolution", lambda *a: onednn_calls.append(a[0].shape) or real(*a))
+    latents = torch.randn(1, 4, 4, 4, 4)
+    state = decoder.new_state()
+    fast = torch.cat([decoder.decode(state, latents[:, :, :1]), decoder.decode(state, latents[:, :, 1:])], dim=2)
+    assert len(onednn_calls) >= 4 * vae.config.num_res_blocks  # every conv of the decoder, per latent frame
+    with torch.no_grad():
+        slow = reference.decode(decoder.denormalize(latents), return_dict=False)[0].clamp(-1, 1)
+    assert fast.shape == slow.shape and not torch.equal(fast, torch.zeros_like(fast))
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-5)
+    for dtype in (torch.float32, torch.bfloat16):  # the norm alone, also in half precision
+        x = torch.randn(2, 8, 3, 5, 5, dtype=dtype)
+        x[0, :, 0] = 0  # F.normalize's eps: all-zero channel vectors stay zero
+        norm, fast_norm = WanRMS_norm(8, images=False), WanRMS_norm(8, images=False)
+        fast_norm.__class__ = vae_module.FastRMSNorm
+        torch.testing.assert_close(fast_norm(x), norm(x))
+
+
 @pytest.fixture(scope="module")
 def pipe():
     return VideoSSMPipeline.from_pretrained("test", device="cpu")

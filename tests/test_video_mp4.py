@@ -48,6 +48,17 @@ def test_roundtrip(tmp_path, w, h):
         assert np.abs(out[:, h, :w].astype(np.int16) - frames[:, h - 1]).mean() < 8
 
 
+@pytest.mark.parametrize("threads", [0, 1, 2])
+def test_encoder_threads_give_the_same_video(tmp_path, threads):
+    """1 thread (the default, which leaves the cores to the model) or FFmpeg's choice: the same frames."""
+    frames = gradient(12, 32, 48)
+    with Mp4Writer(tmp_path / "t.mp4", threads=threads) as wr:
+        wr.write(frames)
+        assert wr._stream.codec_context.thread_count == threads
+    out, _ = read_video(tmp_path / "t.mp4")
+    assert out.shape == frames.shape and np.abs(out.astype(np.int16) - frames).mean() < 8
+
+
 def test_write_mp4_helper(tmp_path):
     write_mp4(tmp_path / "a.mp4", gradient(5, 16, 16), fps=8)
     out, fps = read_video(tmp_path / "a.mp4")
@@ -85,6 +96,8 @@ def test_bad_inputs(tmp_path):
         Mp4Writer(tmp_path / "x.mp4", crf=99)
     with pytest.raises(ValueError, match=r"preset must be one of .* got 'warp'"):
         Mp4Writer(tmp_path / "x.mp4", preset="warp")
+    with pytest.raises(ValueError, match=r"threads must be an int >= 0 \(0: FFmpeg chooses\), got -1"):
+        Mp4Writer(tmp_path / "x.mp4", threads=-1)
     with pytest.raises(ValueError, match="no frames were written"):
         Mp4Writer(tmp_path / "empty.mp4").close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mp4"]

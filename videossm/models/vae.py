@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm, unpatchify
 
 from ..config import ConfigError
 
@@ -100,6 +100,48 @@ def decoder_only_state(vae: AutoencoderKLWan) -> dict[str, torch.Tensor]:
     return {k: v.half().contiguous() for k, v in vae.state_dict().items() if not k.startswith(ENCODER_PREFIXES)}
 
 
+# --- fast CPU decoding: the same weights and math, faster kernels (bench/decode_ops.py) ---------------------
+
+# A float32 CPU conv3d whose input has at least this many elements goes to oneDNN. PyTorch sends a batch-1
+# conv3d with under 20480 (N * C * T * H) to its im2col fallback, which is 3-5x slower than oneDNN on the
+# small VAE's full-resolution 8-channel layers; below this size the fallback is as fast or faster.
+ONEDNN_MIN_NUMEL = 50_000
+
+
+class FastCausalConv3d(WanCausalConv3d):
+    """WanCausalConv3d whose large float32 CPU convolutions (no autograd) run through oneDNN."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= ONEDNN_MIN_NUMEL
+                and self.padding_mode == "zeros" and torch.backends.mkldnn.is_available()
+                and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+            return torch.mkldnn_convolution(x, weight, bias, list(self.padding), list(self.stride),
+                                            list(self.dilation), self.groups)
+        return super()._conv_forward(x, weight, bias)
+
+
+class FastRMSNorm(WanRMS_norm):
+    """WanRMS_norm as x * rsqrt(sum x^2) over channels: F.normalize's vector norm over dim 1 of a
+    [B, C, T, H, W] tensor is ~80x slower on a CPU (a strided reduction over few channels)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        sum_sq = xf.square().sum(1 if self.channel_first else -1, keepdim=True)  # [B, 1, ...] or [..., 1]
+        normalized = (xf * sum_sq.clamp_min(1e-24).rsqrt()).to(x.dtype)  # F.normalize's eps 1e-12, squared
+        return normalized * self.scale * self.gamma + self.bias
+
+
+def use_fast_decoder_ops(vae: AutoencoderKLWan) -> AutoencoderKLWan:
+    """Switch the decoder's causal convs and RMS norms to FastCausalConv3d / FastRMSNorm in place (their
+    subclasses: same parameters, state-dict keys and feature-cache layout; outputs equal to float rounding)."""
+    for module in [vae.post_quant_conv, *vae.decoder.modules()]:
+        if type(module) is WanCausalConv3d:
+            module.__class__ = FastCausalConv3d
+        elif type(module) is WanRMS_norm:
+            module.__class__ = FastRMSNorm
+    return vae
+
+
 @dataclass
 class DecoderState:
     feat_cache: list = field(default_factory=list)
@@ -107,10 +149,11 @@ class DecoderState:
 
 
 class StreamingDecoder:
-    """Turns normalised latent blocks [B, C, F, h, w] into pixel frames [B, 3, T, H, W] in [-1, 1]."""
+    """Turns normalised latent blocks [B, C, F, h, w] into pixel frames [B, 3, T, H, W] in [-1, 1]. It switches
+    the VAE's decoder to the fast CPU ops above (`use_fast_decoder_ops`, in place)."""
 
     def __init__(self, vae: AutoencoderKLWan):
-        self.vae = vae.eval()
+        self.vae = use_fast_decoder_ops(vae.eval())
         cfg = vae.config
         self.latents_mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1)
         self.latents_std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
