@@ -484,6 +484,61 @@ def test_ship_with_a_decoder_retrained_on_the_students_encoder(runs, tmp_path, c
     assert not os.path.exists(tmp_path / "x")
 
 
+def test_a_shipped_student_continues_with_a_recovered_encoder(runs, tmp_path, capsys):
+    """When the training runs are gone: `train vae --decoder-from` recovers an encoder for a shipped (decoder-only)
+    student, and `train causal --init-student --vae` continues that student on world clips."""
+    from videossm.models.vae import ENCODER_PREFIXES, load_vae
+
+    shipped = str(tmp_path / "assets" / "videossm-hybrid")
+    assert main(["train", "ship", "--student", os.path.join(runs["causal"], "student"), "--to", shipped]) == 0
+    from safetensors.torch import save_file
+
+    weights_path = os.path.join(shipped, "transformer.safetensors")  # set it apart from the teacher it came from
+    weights = load_safetensors(weights_path)
+    save_file({k: v + 0.5 if k.endswith("ffn.net.2.weight") else v for k, v in weights.items()}, weights_path)
+    causal = ["train", "causal", "--source", "world", "--latent-frames", "6", "--window-frames", "9", "--steps", "2",
+              "--batch", "1", *runs["common"]]
+    assert main([*causal, "--init-student", shipped, "--out", str(tmp_path / "no_vae")]) == 2
+    assert "decoder-only" in capsys.readouterr().err  # the shipped VAE cannot encode; the fix is named
+
+    recovered = str(tmp_path / "vae-enc")
+    assert main(["train", "vae", "--out", recovered, "--decoder-from", os.path.join(shipped, "vae"), "--z-dim", "4",
+                 "--base-dim", "4", "--size", "32", "--seconds", "1", "--frames", "9", "--batch", "1", "--steps", "1",
+                 "--eval-clips", "1", "--eval-frames", "9", "--cpu", "--train-latents", "mode"]) == 0
+    out = str(tmp_path / "continued")
+    assert main([*causal, "--init-student", shipped, "--vae", os.path.join(recovered, "vae"), "--out", out]) == 0
+    metrics = json.loads(open(os.path.join(out, "metrics.json")).read())
+    assert metrics["init_student"] == shipped and metrics["vae"] == os.path.join(recovered, "vae")
+    start = {k: v.float() for k, v in load_safetensors(os.path.join(shipped, "transformer.safetensors")).items()}
+    teacher = load_safetensors(os.path.join(runs["teacher"], "teacher", "transformer.safetensors"))
+    after = {k.removeprefix("student."): v for k, v in _ckpt_model(out)["model"].items()}
+    moved = [k for k, v in after.items() if not torch.equal(v, start[k])]
+    assert moved, "the student trains"
+    # it started from the shipped student, not the teacher: two steps at lr 1e-4 stay next to the student
+    near = lambda w: max((after[k] - w[k].float()).abs().max().item() for k in moved)
+    assert near(start) < 0.01 < near(teacher)
+    exported = os.path.join(out, "student")
+    exported_vae = load_vae(os.path.join(exported, "vae")).state_dict()
+    assert any(k.startswith(ENCODER_PREFIXES) for k in exported_vae), "the exported student carries the full VAE"
+    shipped_vae = load_vae(os.path.join(shipped, "vae")).state_dict()
+    assert all(torch.equal(exported_vae[k], v) for k, v in shipped_vae.items())  # the same decoder
+    assert VideoSSMPipeline.from_pretrained(exported).generate("a red circle moving right on a gray background",
+                                                               seconds=1, seed=3)[0].shape[0] > 0
+
+    assert main([*causal, "--init-student", shipped, "--vae", os.path.join(recovered, "vae"), "--out",
+                 str(tmp_path / "w"), "--window-frames", "6"]) == 2
+    assert "window_frames 9 != 6" in capsys.readouterr().err
+    assert main([*causal, "--init-student", shipped, "--teacher", f"{runs['teacher']}/teacher", "--out",
+                 str(tmp_path / "both")]) == 2
+    assert "exactly one of --teacher" in capsys.readouterr().err
+    other = str(tmp_path / "other")
+    torch.manual_seed(1)
+    AutoencoderKLWan(**vae_config(z_dim=4, base_dim=4)).save_pretrained(other)
+    assert main([*causal, "--init-student", shipped, "--vae", other, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "its decoder differs from" in err and "train vae --decoder-from" in err
+
+
 def test_default_model_is_the_shipped_checkpoint_of_the_memory_mode(runs, tmp_path, monkeypatch):
     import videossm.config as config
     from videossm.cli import build_parser, load_pipe

@@ -200,6 +200,50 @@ def test_cli_train_vae_decoder_only_keeps_the_latent_space(tmp_path, capsys):
     assert "not a saved VAE folder" in capsys.readouterr().err
 
 
+def test_cli_train_vae_encoder_only_recovers_an_encoder_for_a_shipped_decoder(tmp_path, capsys):
+    """--decoder-from a decoder-only folder (as `train ship` writes it): the decoder stays the source's, bit for
+    bit (in the fp16 it was shipped in); a fresh encoder of another width trains; the statistics are kept."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from videossm.models.vae import VAE_WEIGHTS, decoder_only_state
+
+    src, out = str(tmp_path / "src"), str(tmp_path / "enc")
+    common = ["--size", "32", "--seconds", "1", "--frames", "9", "--batch", "1", "--z-dim", "4", "--eval-every", "2",
+              "--eval-clips", "1", "--eval-frames", "9", "--stats-clips", "2", "--cpu", "--steps", "2",
+              "--dim-mult", "1,2,4", "--res-blocks", "1"]
+    assert main(["train", "vae", "--out", src, "--base-dim", "8", "--decoder-dim", "4"] + common) == 0
+    shipped = str(tmp_path / "shipped_vae")
+    shutil.copytree(os.path.join(src, "vae"), shipped)
+    save_file(decoder_only_state(AutoencoderKLWan.from_pretrained(shipped)), os.path.join(shipped, VAE_WEIGHTS))
+    assert main(["train", "vae", "--out", out, "--decoder-from", shipped, "--base-dim", "6", "--decoder-dim", "4",
+                 "--lr", "1e-2", "--train-latents", "mode"] + common) == 0
+    assert "encoder-only: decoder frozen" in capsys.readouterr().out
+    from videossm.models.vae import load_vae
+
+    source = load_vae(shipped).state_dict()
+    trained = AutoencoderKLWan.from_pretrained(os.path.join(out, "vae"))
+    assert trained.config.base_dim == 6 and trained.config.decoder_base_dim == 4
+    dec = {k: v for k, v in trained.state_dict().items() if k.startswith(("decoder.", "post_quant_conv."))}
+    assert dec and all(torch.equal(v, source[k]) for k, v in dec.items())
+    fresh = AutoencoderKLWan(**trained.config).state_dict()  # the encoder trained (a 2-step run moves it)
+    assert any(not torch.equal(v, fresh[k]) for k, v in trained.state_dict().items() if k.startswith("encoder."))
+    src_cfg = AutoencoderKLWan.from_pretrained(os.path.join(src, "vae")).config
+    assert list(trained.config.latents_mean) == list(src_cfg.latents_mean)
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["decoder_from"] == shipped and np.isfinite(metrics["psnr_heldout"])
+
+    bad = ["train", "vae", "--base-dim", "6"]
+    assert main(bad + ["--out", str(tmp_path / "b1"), "--decoder-from", shipped, "--decoder-dim", "8"] + common) == 2
+    assert "decoder width 4 != 8 (--decoder-dim)" in capsys.readouterr().err
+    assert main(bad + ["--out", str(tmp_path / "b2"), "--decoder-from", str(tmp_path)] + common) == 2
+    assert "--decoder-from" in capsys.readouterr().err
+    assert main(bad + ["--out", str(tmp_path / "b3"), "--decoder-from", shipped, "--encoder-from",
+                       os.path.join(src, "vae"), "--decoder-dim", "4"] + common) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
 def test_edge_term_is_skipped_when_it_has_no_weight():
     torch.manual_seed(0)
     vae = AutoencoderKLWan(**vae_config(**SMALL))

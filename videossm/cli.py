@@ -111,6 +111,10 @@ def add_train_vae_args(p: argparse.ArgumentParser) -> None:
                    help="train only a decoder on the frozen encoder of this saved VAE (its vae/ folder): the "
                         "latent space, and so every transformer trained on it, stays the same; the decoder "
                         "starts from VAE_DIR's when --decoder-dim matches, else fresh")
+    p.add_argument("--decoder-from", default=None, metavar="VAE_DIR",
+                   help="train only an encoder for the frozen decoder of this saved VAE, full or decoder-only (e.g. "
+                        "assets/videossm-hybrid/vae): recovers an encoder for a shipped checkpoint; its latent "
+                        "statistics are kept; pass the decoder's flags (--dim-mult, --res-blocks, --decoder-dim)")
 
 
 def cmd_generate(args) -> int:

@@ -27,6 +27,12 @@ words. `--object-weight W` counts the object's latent cells W times in the loss,
 --object-weight` does; with a clean past the block's posterior is nearly one clip, so the bias that weight
 brings at high noise is small here.
 
+`--init-student DIR` (with `--source world`) starts from a student instead of the teacher: its transformer,
+memory included, its text encoder and its decoder. A shipped student's VAE is decoder-only, so `--vae`
+then names a full VAE with the same decoder, such as the one `train vae --decoder-from DIR/vae` recovers.
+The exported student carries that full VAE. This continues a shipped checkpoint on other clips (longer
+ones, say) when the training runs behind it are gone.
+
 The result, `out/student/`, is a streaming checkpoint (memory mode, window and sink in its config) for
 the DMD stage, or to generate with directly.
 """
@@ -77,6 +83,48 @@ def world_clip_kwargs(args) -> dict:
         raise ConfigError(f"--motion-switch-share must be in [0, 1], got {args.motion_switch_share}")
     return dict(motion_switch_share=args.motion_switch_share, object_weight=args.object_weight,
                 mixture=parse_mixture(args.mixture) if args.mixture else None)
+
+
+def check_start(args, stream_config: StreamConfig) -> str:
+    """The checkpoint folder the causal stage starts from: --teacher, or the student --init-student names
+    (whose block, window and sink must be this run's; its memory mode may change)."""
+    from ..weights.checkpoint import read_config
+
+    if bool(args.teacher) == bool(args.init_student):
+        raise ConfigError("pass exactly one of --teacher (a fresh causal init from the teacher) and --init-student "
+                          f"(continue a student); got --teacher {args.teacher} --init-student {args.init_student}")
+    if args.init_student is None:
+        return args.teacher
+    if args.source != "world":
+        raise ConfigError(f"--init-student {args.init_student} needs --source world (the teacher's trajectories "
+                          f"need the teacher)")
+    stream = read_config(args.init_student).get("stream", {})
+    differ = [f"{k} {stream[k]} != {getattr(stream_config, k)}" for k in ("block_frames", "window_frames", "sink_frames")
+              if k in stream and stream[k] != getattr(stream_config, k)]
+    if differ:
+        raise ConfigError(f"--init-student {args.init_student} streams with other settings ({'; '.join(differ)}); "
+                          f"pass its --block-frames, --window-frames and --sink-frames")
+    return args.init_student
+
+
+def same_decoder_vae(start_vae: str, vae_dir: str):
+    """--vae as a StreamingDecoder, once its decoder and latent statistics are the starting checkpoint's (to
+    fp16, the precision a shipped decoder is stored in)."""
+    from ..models.vae import StreamingDecoder, load_vae
+
+    if not os.path.isfile(os.path.join(vae_dir, "config.json")):
+        raise ConfigError(f"--vae {vae_dir!r} is not a VAE folder (no config.json)")
+    ours, theirs = load_vae(start_vae), load_vae(vae_dir)
+    for key in ("z_dim", "latents_mean", "latents_std"):
+        if list(np.atleast_1d(ours.config[key])) != list(np.atleast_1d(theirs.config[key])):
+            raise ConfigError(f"--vae {vae_dir}: its {key} differs from {start_vae}'s; it encodes another latent space")
+    a, b = ours.state_dict(), theirs.state_dict()
+    decoder_keys = [k for k in a if k.startswith(("decoder.", "post_quant_conv."))]
+    differ = [k for k in decoder_keys if k not in b or a[k].shape != b[k].shape or not torch.equal(a[k].half(), b[k].half())]
+    if differ:
+        raise ConfigError(f"--vae {vae_dir}: its decoder differs from {start_vae}'s in {len(differ)} tensors, e.g. "
+                          f"{differ[0]}; recover an encoder for that decoder with `train vae --decoder-from {start_vae}`")
+    return StreamingDecoder(theirs)
 
 
 def load_checkpoint(path: str, device):
@@ -170,14 +218,16 @@ class WorldBatches:
     motion_switch_share: the share of clips whose motion changes at a block boundary (`motion_switch_clip`);
     object_weight: how many times each of the object's cells counts in the loss (1: plain MSE);
     mixture: the single-prompt scenarios' weights (`data.parse_mixture`; None: the default mixture);
-    latent_frames: the clip length (None: args.latent_frames)."""
+    latent_frames: the clip length (None: args.latent_frames);
+    vae_dir: the full VAE that encodes them (None: the teacher's, args.teacher/vae)."""
 
     def __init__(self, teacher, args, device, rank: int, block_frames: int | None = None, *,
                  motion_switch_share: float = 0.0, object_weight: float = 1.0,
-                 mixture: dict[str, float] | None = None, latent_frames: int | None = None):
+                 mixture: dict[str, float] | None = None, latent_frames: int | None = None,
+                 vae_dir: str | None = None):
         from .data import ReplayLatents, WorldLatents, check_geometry, load_frozen_vae
 
-        vae = load_frozen_vae(os.path.join(args.teacher, "vae"), device)
+        vae = load_frozen_vae(vae_dir or os.path.join(args.teacher, "vae"), device)
         check_geometry(vae, teacher.model_config)
         self.clips = WorldLatents(vae, teacher.model_config, latent_frames or args.latent_frames, mixture,
                                   motion_switch_share=motion_switch_share,
@@ -289,15 +339,20 @@ def train_causal(args) -> dict:
     if args.motion_switch_share and args.source != "world":
         raise ConfigError(f"--motion-switch-share {args.motion_switch_share} needs --source world (the switch "
                           f"clips are the world's)")
+    start_dir = check_start(args, stream_config)
     acc = Accelerator(cpu=args.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    teacher = load_checkpoint(args.teacher, acc.device)
+    teacher = load_checkpoint(start_dir, acc.device)  # the teacher, or the student that --init-student continues
     teacher.transformer.requires_grad_(False)
+    vae_dir = args.vae or os.path.join(start_dir, "vae")
+    if args.vae:  # the student is exported with this full VAE (its decoder is the starting checkpoint's)
+        teacher.decoder = same_decoder_vae(os.path.join(start_dir, "vae"), args.vae)
     sigmas = denoising_sigmas(stream_config.num_steps, stream_config.shift)
     if args.source == "teacher":
         make_trajectories(acc, teacher, args, sigmas)
         data = TrajectoryBatches(load_trajectories(trajectory_folder(args), args.pairs, args.shard_size))
     else:
-        data = WorldBatches(teacher, args, acc.device, acc.process_index, stream_config.block_frames, **clip_kwargs)
+        data = WorldBatches(teacher, args, acc.device, acc.process_index, stream_config.block_frames,
+                            vae_dir=vae_dir, **clip_kwargs)
     text_bank: dict[str, torch.Tensor] = {}
 
     def encode(prompts: list) -> torch.Tensor:  # [B, L, D]; [B, NB, L, D] when a prompt is one per block
@@ -308,6 +363,7 @@ def train_causal(args) -> dict:
     ckpt = Checkpointer(args.out, keep=2, config={
         "stage": "causal", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "seed": args.seed, "source": args.source,
+        **({"init_student": os.path.abspath(args.init_student)} if args.init_student else {}),
         **({"pairs": args.pairs} if args.source == "teacher" else {})})
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
@@ -346,10 +402,13 @@ def train_causal(args) -> dict:
         shadow = ema.averaged_copy(acc.unwrap_model(model))
         student_dir = os.path.join(args.out, "student")
         init = "ODE-regression init" if args.source == "teacher" else "init by teacher forcing on world clips"
+        if args.init_student:
+            init = f"continued from {args.init_student} by teacher forcing on world clips"
         export_student(shadow.student, teacher, stream_config, student_dir,
                        f"causal student ({args.memory}), {init}, {state.step} steps (stage 2)")
         losses = read_csv(log.path)["loss"]
         result = write_stage_metrics(args, acc, state, "causal", memory=args.memory, source=args.source,
+                                     init_student=args.init_student, vae=vae_dir,
                                      **({"pairs": args.pairs} if args.source == "teacher" else {}),
                                      final_loss=round(float(np.mean(losses[-10:])), 5), student_dir=student_dir)
         acc.print(f"saved {student_dir}; final loss {result['final_loss']}")

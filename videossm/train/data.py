@@ -70,6 +70,17 @@ def load_frozen_vae(vae_dir: str, device) -> AutoencoderKLWan:
     if not os.path.isfile(os.path.join(vae_dir, "config.json")):
         raise ConfigError(f"--vae {vae_dir!r} is not a VAE folder (no config.json); train one with "
                           f"`python -m videossm train vae` and pass its vae/ folder")
+    from safetensors import safe_open
+
+    from ..models.vae import ENCODER_PREFIXES, VAE_WEIGHTS
+
+    weights = os.path.join(vae_dir, VAE_WEIGHTS)
+    if os.path.isfile(weights):
+        with safe_open(weights, "pt") as f:
+            if not any(k.startswith(ENCODER_PREFIXES) for k in f.keys()):
+                raise ConfigError(f"{vae_dir} is decoder-only (shipped checkpoints drop the encoder), so it cannot "
+                                  f"encode the world's clips; pass --vae with a full VAE, e.g. one recovered by "
+                                  f"`python -m videossm train vae --decoder-from {vae_dir}`")
     return AutoencoderKLWan.from_pretrained(vae_dir).to(device).eval().requires_grad_(False)
 
 

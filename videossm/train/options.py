@@ -74,7 +74,15 @@ def add_world_clip_args(p, when: str) -> None:
 
 
 def add_causal_args(p) -> None:
-    p.add_argument("--teacher", required=True, help="the teacher folder (train teacher's OUT/teacher)")
+    p.add_argument("--teacher", default=None, help="the teacher folder (train teacher's OUT/teacher): a fresh causal init")
+    p.add_argument("--init-student", default=None, metavar="DIR",
+                   help="instead of --teacher: continue this student checkpoint (e.g. assets/videossm-hybrid; its "
+                        "transformer with its memory, text encoder and decoder); needs --source world, and --vae "
+                        "when its VAE is decoder-only, as shipped ones are")
+    p.add_argument("--vae", default=None, metavar="VAE_DIR",
+                   help="--source world: the full VAE that encodes the world's clips (default: the starting "
+                        "checkpoint's vae/); its decoder must be the starting checkpoint's, e.g. an encoder "
+                        "recovered by `train vae --decoder-from DIR/vae`")
     p.add_argument("--out", default="runs/causal", help="run folder: trajectories/, checkpoints, logs, student/")
     add_stream_args(p)
     p.add_argument("--source", choices=("teacher", "world"), default="teacher",

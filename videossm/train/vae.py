@@ -7,6 +7,9 @@
     # later, a better decoder for the same latent space (the teacher and students stay valid)
     python -m videossm train vae --out runs/vae-dec --encoder-from runs/vae/vae --base-dim 32 --dim-mult 1,2,4 \
         --res-blocks 1 --decoder-dim 8 --object-weight 20 --steps 4000
+    # the other way: an encoder for a shipped, decoder-only VAE, so its students can be trained on again
+    python -m videossm train vae --out runs/vae-enc --decoder-from assets/videossm-hybrid/vae --base-dim 32 \
+        --dim-mult 1,2,4 --res-blocks 1 --decoder-dim 8 --object-weight 20 --train-latents mode --steps 3000
 
 Data: clips rendered on the fly from the train split (`sample_training_clip`, all scenarios); from each a
 random window of `--frames` (1 + 4k) frames and a random `--crop` square. The batch of step s on process
@@ -50,6 +53,14 @@ Decoder-only (`--encoder-from VAE_DIR`): the encoder and quant_conv are loaded f
 frozen, its latent statistics are kept, and only the decoder trains (from the source's when
 --decoder-dim matches, else fresh). Every latent the transformer stages saw stays the same, so a better
 decoder can be trained while (or after) they run, and `train ship --vae` ships it with a student.
+
+Encoder-only (`--decoder-from VAE_DIR`): the mirror image. The decoder and post_quant_conv are loaded from
+a saved VAE, full or decoder-only as `train ship` writes it, and frozen; its latent statistics are kept;
+a fresh encoder (--base-dim wide) learns to invert it. Shipped checkpoints drop the encoder to stay small,
+so this recovers one when the training VAE is gone. The transformer stages can then encode world clips
+into the latent space the shipped students were trained in. Train it on the posterior mode
+(`--train-latents mode`): the frozen decoder already tolerates latent noise, and the mode is what the
+later stages encode. `bench/latent_roundtrip.py` checks the result on a student's own latents.
 
 Every eval writes `recon.png`: frames of two train and two held-out clips over their reconstruction.
 A larger `--steps` continues a finished run.
@@ -244,6 +255,34 @@ def frozen_encoder_source(path: str, cfg: dict) -> AutoencoderKLWan:
     return source
 
 
+DECODER_KEYS = ("z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample", "patch_size",
+                "out_channels", "is_residual")
+
+
+def decoder_width(config) -> int:
+    return config.get("decoder_base_dim") or config.get("base_dim")
+
+
+def frozen_decoder_source(path: str, cfg: dict) -> AutoencoderKLWan:
+    """The saved VAE (full or decoder-only) whose decoder an encoder-only run keeps; its decoder config must
+    equal `cfg`'s."""
+    from ..models.vae import load_vae
+
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(f"--decoder-from {path!r} is not a saved VAE folder (no config.json); pass a vae/ folder, "
+                          f"e.g. assets/videossm-hybrid/vae")
+    source = load_vae(path)
+    built = AutoencoderKLWan(**cfg).config
+    diff = [f"{k} {source.config.get(k)!r} != {built.get(k)!r}" for k in DECODER_KEYS
+            if source.config.get(k) != built.get(k)]
+    if decoder_width(source.config) != decoder_width(built):
+        diff.append(f"decoder width {decoder_width(source.config)} != {decoder_width(built)} (--decoder-dim)")
+    if diff:
+        raise ConfigError(f"--decoder-from {path}: its decoder differs from this run's flags ({'; '.join(diff)}); "
+                          f"pass the flags it was trained with (only --base-dim, the encoder's width, may change)")
+    return source
+
+
 def encoder_part(name: str) -> bool:
     return name.startswith(("encoder.", "quant_conv."))
 
@@ -254,17 +293,30 @@ def train_vae(args) -> dict:
         torch.set_num_threads(args.threads)
     acc = Accelerator(cpu=args.cpu)
     cfg = vae_config(args.z_dim, args.base_dim, args.patch, args.dim_mult, args.res_blocks, args.decoder_dim)
+    if args.encoder_from and args.decoder_from:
+        raise ConfigError(f"--encoder-from {args.encoder_from} and --decoder-from {args.decoder_from} exclude each "
+                          f"other: one half of the VAE trains against the other, frozen")
     source = frozen_encoder_source(args.encoder_from, cfg) if args.encoder_from else None
+    decoder_source = frozen_decoder_source(args.decoder_from, cfg) if args.decoder_from else None
     # What must match to resume; the rest (steps, lr, batch...) may change between sessions.
     ckpt = Checkpointer(args.out, config={"stage": "vae", "vae": cfg, "size": args.size, "seed": args.seed,
-                                          **({"encoder_from": os.path.abspath(args.encoder_from)} if source else {})},
+                                          **({"encoder_from": os.path.abspath(args.encoder_from)} if source else {}),
+                                          **({"decoder_from": os.path.abspath(args.decoder_from)}
+                                             if decoder_source else {})},
                         keep=2)
     torch.manual_seed(args.seed)
     model = VAELoss(AutoencoderKLWan(**cfg), sample=args.train_latents == "sample", edges=args.edge_weight > 0)
     if source is None:
         with torch.no_grad():  # start the posterior narrow: at log-variance 0 the decoder would see mostly noise
             model.vae.quant_conv.bias[cfg["z_dim"]:] = args.logvar_init
-    else:  # decoder-only: the source's encoder (and its decoder too when the shapes match), encoder frozen
+    if decoder_source is not None:  # encoder-only: the source's decoder, frozen; a fresh encoder learns to invert it
+        missing, unexpected = model.vae.load_state_dict(
+            {k: v for k, v in decoder_source.state_dict().items() if not encoder_part(k)}, strict=False)
+        assert not unexpected and all(encoder_part(k) for k in missing), (missing, unexpected)
+        for name, p in model.vae.named_parameters():
+            p.requires_grad_(encoder_part(name))
+        acc.print(f"encoder-only: decoder frozen from {args.decoder_from}; encoder trained from scratch")
+    elif source is not None:  # decoder-only: the source's encoder (and its decoder too when the shapes match), encoder frozen
         same_decoder = source.config.get("decoder_base_dim") == model.vae.config.get("decoder_base_dim")
         model.vae.load_state_dict({k: v for k, v in source.state_dict().items() if same_decoder or encoder_part(k)},
                                   strict=same_decoder)
@@ -334,14 +386,15 @@ def train_vae(args) -> dict:
     if main:
         if os.path.exists(log.path):
             plot_losses(log.path, os.path.join(args.out, "loss.png"), title="VAE training")
-        result = finalize(args, acc, state, model, ema, evaluate, cfg, preview_clips, source)
+        result = finalize(args, acc, state, model, ema, evaluate, cfg, preview_clips, source or decoder_source)
     acc.wait_for_everyone()
     return result
 
 
 def finalize(args, acc, state, model, ema, evaluate, cfg, preview_clips: list[Clip],
              source: AutoencoderKLWan | None) -> dict:
-    """EMA weights + latent statistics (a decoder-only run keeps its source's) -> out/vae, and metrics.json."""
+    """EMA weights + latent statistics (a decoder-only or encoder-only run keeps its source's) -> out/vae, and
+    metrics.json."""
     raw, _ = evaluate("raw")
     metrics, vae = evaluate("ema")
     if source is not None:
@@ -367,7 +420,7 @@ def finalize(args, acc, state, model, ema, evaluate, cfg, preview_clips: list[Cl
                  "psnr": "mean over clips of PSNR (uint8, all frames), posterior mode"},
         "loss": f"L1 + {args.object_weight:g} * L1(object pixels) + {args.kl_weight:g} * KL + {args.edge_weight:g} * "
                 f"L1(image gradients), decoding the posterior {args.train_latents}",
-        "encoder_from": args.encoder_from, "lr": args.lr, "ema": args.ema, "latents_mean": mean, "latents_std": std, "vae_config": cfg,
+        "encoder_from": args.encoder_from, "decoder_from": args.decoder_from, "lr": args.lr, "ema": args.ema, "latents_mean": mean, "latents_std": std, "vae_config": cfg,
         "vae_dir": vae_dir})
     acc.print(f"saved {vae_dir}; PSNR train {metrics['psnr_train']:.2f} dB, held-out {metrics['psnr_heldout']:.2f} dB; "
               f"decode {decode_s * 1000:.0f} ms/block (1 thread)")
