@@ -504,7 +504,11 @@ def test_a_shipped_student_continues_with_a_recovered_encoder(runs, tmp_path, ca
     recovered = str(tmp_path / "vae-enc")
     assert main(["train", "vae", "--out", recovered, "--decoder-from", os.path.join(shipped, "vae"), "--z-dim", "4",
                  "--base-dim", "4", "--size", "32", "--seconds", "1", "--frames", "9", "--batch", "1", "--steps", "1",
-                 "--eval-clips", "1", "--eval-frames", "9", "--cpu", "--train-latents", "mode"]) == 0
+                 "--eval-clips", "1", "--eval-frames", "9", "--cpu", "--train-latents", "mode", "--anchor-student",
+                 shipped, "--anchor-clips", "2", "--anchor-blocks", "1", "--log-every", "1"]) == 0
+    anchor_mse = read_csv(os.path.join(recovered, "log.csv"))["anchor_mse"]  # the fit to the student's own latents
+    assert len(anchor_mse) == 1 and np.isfinite(anchor_mse).all() and anchor_mse[0] > 0
+    assert "MSE(encoded latents" in json.loads(open(os.path.join(recovered, "metrics.json")).read())["loss"]
     out = str(tmp_path / "continued")
     assert main([*causal, "--init-student", shipped, "--vae", os.path.join(recovered, "vae"), "--out", out]) == 0
     metrics = json.loads(open(os.path.join(out, "metrics.json")).read())

@@ -115,6 +115,13 @@ def add_train_vae_args(p: argparse.ArgumentParser) -> None:
                    help="train only an encoder for the frozen decoder of this saved VAE, full or decoder-only (e.g. "
                         "assets/videossm-hybrid/vae): recovers an encoder for a shipped checkpoint; its latent "
                         "statistics are kept; pass the decoder's flags (--dim-mult, --res-blocks, --decoder-dim)")
+    p.add_argument("--anchor-student", default=None, metavar="DIR",
+                   help="with --decoder-from: also fit the encoder to this student's own latents (a pool of clips it "
+                        "generates, decoded by the frozen decoder), so the recovered encoder gives back the latent "
+                        "space the student was trained in, not just any latents that decode to the same frames")
+    p.add_argument("--anchor-weight", type=float, default=1.0, help="weight of the --anchor-student latent MSE")
+    p.add_argument("--anchor-clips", type=int, default=32, help="--anchor-student clips in the pool")
+    p.add_argument("--anchor-blocks", type=int, default=2, help="blocks per --anchor-student clip")
 
 
 def cmd_generate(args) -> int:

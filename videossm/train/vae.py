@@ -61,6 +61,12 @@ so this recovers one when the training VAE is gone. The transformer stages can t
 into the latent space the shipped students were trained in. Train it on the posterior mode
 (`--train-latents mode`): the frozen decoder already tolerates latent noise, and the mode is what the
 later stages encode. `bench/latent_roundtrip.py` checks the result on a student's own latents.
+Reconstruction alone does not pin the latent space down: the small decoder maps many latents to one
+image, and an encoder trained only to reconstruct found other latents than the student's (relative error
+2.0, docs/TRAINING.md). `--anchor-student DIR` adds the missing term: a pool of `--anchor-clips` short
+clips the student generates (its latents, and its frames through the frozen decoder), and
+`--anchor-weight` times the MSE between the encoder's normalised latents of those frames and the
+student's latents.
 
 Every eval writes `recon.png`: frames of two train and two held-out clips over their reconstruction.
 A larger `--steps` continues a finished run.
@@ -287,6 +293,44 @@ def encoder_part(name: str) -> bool:
     return name.startswith(("encoder.", "quant_conv."))
 
 
+class AnchorClips:
+    """--anchor-student: a pool of the student's own clips, fixed by --seed: normalised latents [N, C, F, h, w]
+    and their frames through the frozen decoder [N, 3, T, H, W] (clamped, fp16 to save memory)."""
+
+    def __init__(self, student_dir: str, vae: AutoencoderKLWan, clips: int, blocks: int, seed: int):
+        from tqdm import tqdm
+
+        from ..pipeline import VideoSSMPipeline
+        from ..sampling.stream import StreamingGenerator
+        from ..world import sample_prompt
+
+        pipe = VideoSSMPipeline.from_pretrained(student_dir, device="cpu", dtype=torch.float32)
+        if pipe.model_config.in_channels != vae.config.z_dim:
+            raise ConfigError(f"--anchor-student {student_dir} makes {pipe.model_config.in_channels}-channel latents; "
+                              f"this VAE has z_dim {vae.config.z_dim}")
+        generator = StreamingGenerator(pipe.transformer, pipe.stream_config)
+        self.mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+        self.std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+        rng = np.random.default_rng([seed, 7])
+        latents, pixels = [], []
+        for i in tqdm(range(clips), desc="anchor clips", leave=False):
+            prompt = sample_prompt(rng)
+            state = generator.new_state(seed=int(rng.integers(2**31)))
+            generator.set_prompt(state, prompt, pipe.encode_prompt(prompt))
+            with torch.no_grad():
+                z = torch.cat([generator.generate_block(state) for _ in range(blocks)], dim=2)  # [1, C, F, h, w]
+                x = decode(vae, z * self.std + self.mean).clamp(-1, 1)  # [1, 3, 1 + 4 (F - 1), H, W]
+            latents.append(z)
+            pixels.append(x.half())
+        self.latents, self.pixels = torch.cat(latents), torch.cat(pixels)
+
+    def loss(self, vae: AutoencoderKLWan, rng: np.random.Generator, device) -> torch.Tensor:
+        """MSE between the encoder's normalised posterior mode of one pool clip's frames and its latents."""
+        i = int(rng.integers(len(self.latents)))
+        mode = vae.encode(self.pixels[i : i + 1].to(device, torch.float32)).latent_dist.mode()
+        return F.mse_loss((mode - self.mean.to(device)) / self.std.to(device), self.latents[i : i + 1].to(device))
+
+
 def train_vae(args) -> dict:
     check_args(args)
     if args.threads:
@@ -298,6 +342,10 @@ def train_vae(args) -> dict:
                           f"other: one half of the VAE trains against the other, frozen")
     source = frozen_encoder_source(args.encoder_from, cfg) if args.encoder_from else None
     decoder_source = frozen_decoder_source(args.decoder_from, cfg) if args.decoder_from else None
+    if args.anchor_student and not args.decoder_from:
+        raise ConfigError(f"--anchor-student {args.anchor_student} needs --decoder-from (it anchors an encoder "
+                          f"recovered for that student's decoder)")
+    check_counts(args, "anchor_clips", "anchor_blocks")
     # What must match to resume; the rest (steps, lr, batch...) may change between sessions.
     ckpt = Checkpointer(args.out, config={"stage": "vae", "vae": cfg, "size": args.size, "seed": args.seed,
                                           **({"encoder_from": os.path.abspath(args.encoder_from)} if source else {}),
@@ -324,6 +372,8 @@ def train_vae(args) -> dict:
             p.requires_grad_(not encoder_part(name))
         acc.print(f"decoder-only: encoder frozen from {args.encoder_from}; decoder "
                   f"{'continued from it' if same_decoder else 'trained from scratch'}")
+    anchor = (AnchorClips(args.anchor_student, model.vae, args.anchor_clips, args.anchor_blocks, args.seed)
+              if args.anchor_student else None)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.99),
                             weight_decay=0.0)
     model, opt = acc.prepare(model, opt)
@@ -355,6 +405,10 @@ def train_vae(args) -> dict:
         gen = torch.Generator(device=acc.device).manual_seed(step_seed(args.seed, acc.process_index, step))
         recon, l1, l1_object, kl, l1_edges = model(x, mask, gen)
         loss = l1 + args.object_weight * l1_object + args.kl_weight * kl + args.edge_weight * l1_edges
+        if anchor is not None:
+            anchor_mse = anchor.loss(acc.unwrap_model(model).vae, np.random.default_rng([args.seed, 8, step]),
+                                     acc.device)
+            loss = loss + args.anchor_weight * anchor_mse
         acc.backward(loss)
         optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
@@ -364,6 +418,7 @@ def train_vae(args) -> dict:
             mse = F.mse_loss(recon.clamp(-1, 1), x)
         means.add(loss=loss.item(), l1=l1.item(), l1_object=l1_object.item(), kl=kl.item(),
                   **({"l1_edges": l1_edges.item()} if args.edge_weight else {}),
+                  **({"anchor_mse": anchor_mse.item()} if anchor is not None else {}),
                   psnr_batch=(10 * torch.log10(4.0 / mse)).item())
         if state.step % args.log_every == 0 or state.step == args.steps:
             row = means.take()
@@ -419,8 +474,11 @@ def finalize(args, acc, state, model, ema, evaluate, cfg, preview_clips: list[Cl
         "eval": {"clips_per_split": args.eval_clips, "frames": args.eval_frames, "weights": "EMA",
                  "psnr": "mean over clips of PSNR (uint8, all frames), posterior mode"},
         "loss": f"L1 + {args.object_weight:g} * L1(object pixels) + {args.kl_weight:g} * KL + {args.edge_weight:g} * "
-                f"L1(image gradients), decoding the posterior {args.train_latents}",
-        "encoder_from": args.encoder_from, "decoder_from": args.decoder_from, "lr": args.lr, "ema": args.ema, "latents_mean": mean, "latents_std": std, "vae_config": cfg,
+                f"L1(image gradients), decoding the posterior {args.train_latents}"
+                + (f" + {args.anchor_weight:g} * MSE(encoded latents, {args.anchor_student}'s latents)"
+                   if args.anchor_student else ""),
+        "encoder_from": args.encoder_from, "decoder_from": args.decoder_from,
+        "anchor_student": args.anchor_student, "lr": args.lr, "ema": args.ema, "latents_mean": mean, "latents_std": std, "vae_config": cfg,
         "vae_dir": vae_dir})
     acc.print(f"saved {vae_dir}; PSNR train {metrics['psnr_train']:.2f} dB, held-out {metrics['psnr_heldout']:.2f} dB; "
               f"decode {decode_s * 1000:.0f} ms/block (1 thread)")
