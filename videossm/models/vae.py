@@ -100,6 +100,21 @@ def decoder_only_state(vae: AutoencoderKLWan) -> dict[str, torch.Tensor]:
     return {k: v.half().contiguous() for k, v in vae.state_dict().items() if not k.startswith(ENCODER_PREFIXES)}
 
 
+def latent_space_difference(ours: AutoencoderKLWan, theirs: AutoencoderKLWan, part: str,
+                            half: bool = False) -> tuple[str, list[str]] | None:
+    """Why `theirs` would not share `ours`' latent space on one side: (key, []) for a differing latent
+    statistic, or (part, names) for the tensors of `part` ("encoder" or "decoder") that differ, compared
+    exactly or, with `half`, in fp16 (the precision a shipped decoder is stored in); None when they agree."""
+    for key in ("z_dim", "latents_mean", "latents_std"):
+        if list(np.atleast_1d(ours.config[key])) != list(np.atleast_1d(theirs.config[key])):
+            return key, []
+    a, b = ours.state_dict(), theirs.state_dict()
+    cast = (lambda t: t.half()) if half else (lambda t: t)
+    names = [k for k in a if k.startswith(ENCODER_PREFIXES) == (part == "encoder")]
+    differ = [k for k in names if k not in b or a[k].shape != b[k].shape or not torch.equal(cast(a[k]), cast(b[k]))]
+    return (part, differ) if differ else None
+
+
 # --- fast CPU decoding: the same weights and math, faster kernels (bench/decode_ops.py) ---------------------
 
 # A float32 CPU conv3d whose input has at least this many elements goes to oneDNN. PyTorch sends a batch-1

@@ -110,18 +110,16 @@ def check_start(args, stream_config: StreamConfig) -> str:
 def same_decoder_vae(start_vae: str, vae_dir: str):
     """--vae as a StreamingDecoder, once its decoder and latent statistics are the starting checkpoint's (to
     fp16, the precision a shipped decoder is stored in)."""
-    from ..models.vae import StreamingDecoder, load_vae
+    from ..models.vae import StreamingDecoder, latent_space_difference, load_vae
 
     if not os.path.isfile(os.path.join(vae_dir, "config.json")):
         raise ConfigError(f"--vae {vae_dir!r} is not a VAE folder (no config.json)")
-    ours, theirs = load_vae(start_vae), load_vae(vae_dir)
-    for key in ("z_dim", "latents_mean", "latents_std"):
-        if list(np.atleast_1d(ours.config[key])) != list(np.atleast_1d(theirs.config[key])):
-            raise ConfigError(f"--vae {vae_dir}: its {key} differs from {start_vae}'s; it encodes another latent space")
-    a, b = ours.state_dict(), theirs.state_dict()
-    decoder_keys = [k for k in a if k.startswith(("decoder.", "post_quant_conv."))]
-    differ = [k for k in decoder_keys if k not in b or a[k].shape != b[k].shape or not torch.equal(a[k].half(), b[k].half())]
-    if differ:
+    theirs = load_vae(vae_dir)
+    difference = latent_space_difference(load_vae(start_vae), theirs, "decoder", half=True)
+    if difference is not None:
+        what, differ = difference
+        if not differ:
+            raise ConfigError(f"--vae {vae_dir}: its {what} differs from {start_vae}'s; it encodes another latent space")
         raise ConfigError(f"--vae {vae_dir}: its decoder differs from {start_vae}'s in {len(differ)} tensors, e.g. "
                           f"{differ[0]}; recover an encoder for that decoder with `train vae --decoder-from {start_vae}`")
     return StreamingDecoder(theirs)

@@ -19,9 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import numpy as np
-import torch
-
 from ..weights.checkpoint import TRANSFORMER_NAME, CheckpointError, load_safetensors, read_config
 
 
@@ -29,20 +26,21 @@ def check_same_latent_space(student_vae: str, vae: str) -> None:
     """Raises CheckpointError unless `vae` has the student VAE's encoder and latent statistics."""
     from diffusers import AutoencoderKLWan
 
+    from ..models.vae import latent_space_difference
+
     if not os.path.isfile(os.path.join(vae, "config.json")):
         raise CheckpointError(f"--vae {vae!r} is not a saved VAE folder (no config.json)")
-    ours, theirs = AutoencoderKLWan.from_pretrained(student_vae), AutoencoderKLWan.from_pretrained(vae)
-    for key in ("z_dim", "latents_mean", "latents_std"):
-        if list(np.atleast_1d(ours.config[key])) != list(np.atleast_1d(theirs.config[key])):
-            raise CheckpointError(f"--vae {vae}: its {key} differs from the student's VAE ({student_vae}); it "
-                                  f"would decode another latent space")
-    a, b = ours.state_dict(), theirs.state_dict()
-    enc = [k for k in a if k.startswith(("encoder.", "quant_conv."))]
-    differ = [k for k in enc if k not in b or a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
-    if differ:
-        raise CheckpointError(f"--vae {vae}: its encoder differs from the student's VAE ({student_vae}) in "
-                              f"{len(differ)} tensors, e.g. {differ[0]}; train it with `train vae --encoder-from "
-                              f"{student_vae}`")
+    difference = latent_space_difference(AutoencoderKLWan.from_pretrained(student_vae),
+                                         AutoencoderKLWan.from_pretrained(vae), "encoder")
+    if difference is None:
+        return
+    what, differ = difference
+    if not differ:
+        raise CheckpointError(f"--vae {vae}: its {what} differs from the student's VAE ({student_vae}); it "
+                              f"would decode another latent space")
+    raise CheckpointError(f"--vae {vae}: its encoder differs from the student's VAE ({student_vae}) in "
+                          f"{len(differ)} tensors, e.g. {differ[0]}; train it with `train vae --encoder-from "
+                          f"{student_vae}`")
 
 
 def ship(args) -> dict:
