@@ -543,6 +543,110 @@ def test_a_shipped_student_continues_with_a_recovered_encoder(runs, tmp_path, ca
     assert "its decoder differs from" in err and "train vae --decoder-from" in err
 
 
+def test_rollout_loss_compares_each_generated_block_with_its_own_frames(runs):
+    """The rollout stage's loss: the student continues the context through the streaming generator, and each
+    block's x0, decoded through the decoder's causal cache (primed on the context, detached between blocks),
+    is compared with the clip's frames of that block. A target that is the reference decode of the same
+    rollout gives zero; the same frames one step late do not."""
+    from videossm.models.vae import decode_frames
+    from videossm.sampling.stream import StreamingGenerator
+    from videossm.train.causal import load_checkpoint
+    from videossm.train.rollout import RolloutLoss
+
+    pipe = load_checkpoint(os.path.join(runs["long"], "student"), "cpu")
+    sc, cfg = pipe.stream_config, pipe.model_config
+    assert sc.memory == "hybrid" and sc.window_frames == 6  # frames leave the window: the memory is written
+    context = torch.randn(2, cfg.in_channels, 3, cfg.latent_height, cfg.latent_width,
+                          generator=torch.Generator().manual_seed(4))
+    text = torch.cat([pipe.text_encoder.encode(p) for p in ("a red circle moving right on a gray background",
+                                                             "a blue square moving up on a black background")])
+    exit_steps = [3, 1, 0]
+    with torch.no_grad():  # the reference: the same rollout by hand, decoded in one call
+        gen = StreamingGenerator(pipe.transformer, sc)
+        state = gen.new_state(11, batch_size=2)
+        gen.set_prompt(state, "p", text)
+        gen.commit_block(state, context)
+        blocks = [context]
+        for e in exit_steps:
+            blocks.append(gen.denoise_block(state, e))
+            gen.commit_block(state, blocks[-1])
+        latents = torch.cat(blocks, dim=2)  # [2, C, 12, h, w]
+        vae = pipe.decoder.vae
+        reference = decode_frames(vae, pipe.decoder.denormalize(latents), [None] * vae._cached_conv_counts["decoder"], 0)
+    assert reference.shape[2] == 1 + 4 * 11
+    mask = torch.zeros(2, 1, *reference.shape[2:], dtype=torch.bool)
+    mask[:, :, :, 8:16, 8:16] = True
+    model = RolloutLoss(pipe.transformer, sc, pipe.decoder, object_weight=5.0, memory_grad=True)
+    loss, extra = model(context, text, reference, mask, exit_steps, seed=11)
+    assert loss.item() < 1e-10 and extra["object_mse"] < 1e-10
+    late = torch.cat([reference[:, :, :1], reference[:, :, :-1]], dim=2)
+    loss, extra = model(context, text, late, mask, exit_steps, seed=11)
+    assert loss.item() > 1e-4 and extra["object_mse"] > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.transformer.parameters())
+    assert all(p.grad is None for p in vae.parameters()), "the decoder is frozen"
+    gates = [b.memory for b in pipe.transformer.blocks]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for m in gates for n, p in m.named_parameters()
+               if "gate" in n or "A_log" in n), "the memory's write path learns from later blocks"
+
+
+def test_rollout_stage_trains_resumes_exactly_and_exports_a_student(runs, tmp_path, capsys):
+    """`train rollout` on the world's clips: the context blocks come from the VAE's encoder, the targets are the
+    rendered frames with their exact object masks, and a resumed run logs the losses of an uninterrupted one."""
+    import numpy as np
+
+    from videossm.train.data import batch_rng
+    from videossm.train.rollout import WorldRollouts
+    from videossm.world import sample_training_clip
+
+    student = os.path.join(runs["long"], "student")
+
+    def run(out, steps, *extra):
+        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
+                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1", *runs["common"],
+                     *extra])
+
+    assert run(tmp_path / "whole", 3) == 0
+    assert run(tmp_path / "split", 2) == 0 and run(tmp_path / "split", 3, "--resume") == 0
+    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    assert list(whole["step"]) == [1, 2, 3] and np.isfinite(whole["loss"]).all() and (whole["object_mse"] >= 0).all()
+    np.testing.assert_allclose(split["loss"], whole["loss"], rtol=1e-5)
+    before = load_safetensors(os.path.join(student, "transformer.safetensors"))
+    after = _ckpt_model(tmp_path / "whole")["model"]
+    assert any(not torch.equal(v, before[k.removeprefix("student.")]) for k, v in after.items())
+    metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert metrics["stage"] == "rollout" and metrics["student"] == student and metrics["memory"] == "hybrid"
+    pipe = VideoSSMPipeline.from_pretrained(str(tmp_path / "whole" / "student"))
+    assert pipe.trained and pipe.stream_config.window_frames == 6
+    assert pipe.generate("a red circle moving right on a gray background", seconds=1, seed=0)[0].shape[0] > 0
+
+    # the clips: the context is the encoding of the clip's first frames; the targets are its frames and masks
+    from videossm.train.data import load_frozen_vae
+
+    vae = load_frozen_vae(os.path.join(student, "vae"), "cpu")
+    data = WorldRollouts(vae, pipe.model_config, 9, 3, {"plain": 1.0})
+    clips = data.batch(batch_rng(0, 0, 5), 2)
+    rng = batch_rng(0, 0, 5)
+    truth = [sample_training_clip(rng, 33 / 16, 32, 16, {"plain": 1.0}) for _ in range(2)]
+    assert clips.prompts == [c.prompt for c in truth] and clips.pixels.shape == (2, 3, 33, 32, 32)
+    np.testing.assert_array_equal(((clips.pixels + 1) * 127.5).round().permute(0, 2, 3, 4, 1).numpy(),
+                                  np.stack([c.frames[:33] for c in truth]).astype(np.float32))
+    for b, clip in enumerate(truth):
+        for t in (0, 16, 32):
+            assert torch.equal(clips.object_mask[b, 0, t], torch.from_numpy(clip.object_mask(t)))
+    torch.testing.assert_close(clips.context, data.latents.encode(np.stack([c.frames[:9] for c in truth])))
+
+    assert run(tmp_path / "bad", 1, "--context-blocks", "3") == 2
+    assert "--context-blocks 3 leaves no block to generate" in capsys.readouterr().err
+    assert run(tmp_path / "bad", 1, "--object-weight", "0") == 2
+    assert "--object-weight must be > 0, got 0.0" in capsys.readouterr().err
+    shipped = str(tmp_path / "shipped")
+    assert main(["train", "ship", "--student", student, "--to", shipped]) == 0
+    assert main(["train", "rollout", "--student", shipped, "--out", str(tmp_path / "bad"), "--latent-frames",
+                 "9"]) == 2
+    assert "decoder-only" in capsys.readouterr().err  # a shipped student needs --vae; the fix is named
+
+
 def test_default_model_is_the_shipped_checkpoint_of_the_memory_mode(runs, tmp_path, monkeypatch):
     import videossm.config as config
     from videossm.cli import build_parser, load_pipe

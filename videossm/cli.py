@@ -196,6 +196,9 @@ TRAIN_STAGES = {
             "stage 3: Self-Forcing DMD on the student's own 5 s rollouts, with a critic"),
     "long": ("videossm.train.dmd", "train_long", "add_long_args",
              "stage 4: long self-rollout (60 s streams, memory, prompt switches), DMD on each 5 s chunk"),
+    "rollout": ("videossm.train.rollout", "train_rollout", "add_rollout_args",
+                "continue a student by rolling it out from world clips' first blocks, judged in pixels against "
+                "the world's frames (no teacher)"),
     "ship": ("videossm.train.ship", "ship", "add_ship_args",
              "copy a trained student into assets/ with fp16 weights (the shipped checkpoints)"),
     "card": ("videossm.train.card", "card", "add_card_args",
@@ -230,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .eval.report import add_parser as add_report_parser
     add_report_parser(sub)
 
-    train = sub.add_parser("train", help="train a stage of the recipe: vae, teacher, causal, dmd, long")
+    train = sub.add_parser("train", help="train a stage of the recipe: vae, teacher, causal, dmd, long, rollout")
     stages = train.add_subparsers(dest="stage", required=True)
     vae = stages.add_parser("vae", help="stage 0: the tiny AutoencoderKLWan on the procedural world")
     add_train_vae_args(vae)

@@ -170,6 +170,41 @@ def add_long_args(p) -> None:
     add_dmd_args(p, "long")
 
 
+def add_rollout_args(p) -> None:
+    p.add_argument("--student", required=True, help="the student to continue (e.g. assets/videossm-hybrid)")
+    p.add_argument("--vae", default=None, metavar="VAE_DIR",
+                   help="the full VAE that encodes the clips' context blocks (default: the student's vae/); its "
+                        "decoder must be the student's, e.g. an encoder recovered by `train vae --decoder-from "
+                        "STUDENT/vae`; the student is exported with it")
+    p.add_argument("--out", default="runs/rollout", help="run folder: checkpoints, logs, student/")
+    p.add_argument("--memory", default=None, choices=MEMORY_MODES,
+                   help="memory mode to train (default: the student's)")
+    p.add_argument("--latent-frames", type=int, default=42,
+                   help="clip length in latent frames, context included (42: 10.5 s, long enough for a wrapping "
+                        "object to leave the frame and come back)")
+    p.add_argument("--context-blocks", type=int, default=1,
+                   help="blocks of each clip encoded and given as the past; the rest the student generates")
+    p.add_argument("--mixture", default=None, metavar="NAME=W,...",
+                   help="scenario mixture of the clips, as train teacher --mixture (default: plain=0.5,"
+                        "pan_and_return=0.25,wraparound=0.25)")
+    p.add_argument("--object-weight", type=float, default=10.0,
+                   help="loss weight of the object's pixels (its exact mask) against 1 for the background; the "
+                        "object covers ~4%% of a 128 px frame")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--no-memory-grad", dest="memory_grad", action="store_false",
+                   help="commit blocks without gradients (the memory's gates then learn nothing here)")
+    p.add_argument("--ema", type=float, default=0.99)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=5)
+    p.add_argument("--save-every", type=int, default=20)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--resume", action="store_true", help="require a checkpoint in --out")
+
+
 def add_ship_args(p) -> None:
     p.add_argument("--student", required=True, help="a trained student folder (e.g. runs/long-hybrid/student)")
     p.add_argument("--to", required=True, help="target folder, e.g. assets/videossm-hybrid (replaced if present)")

@@ -1,0 +1,214 @@
+"""Self-rollout against the world's ground truth: a student continues a world clip on its own, judged in pixels.
+
+    python -m videossm train rollout --student assets/videossm-hybrid --vae runs/vae-enc-anchor/vae \\
+        --out runs/rollout-hybrid --mixture plain=0.25,wraparound=0.75
+
+Why. The causal stage (teacher forcing) never shows the student its own past; the DMD and long stages do,
+but they judge a rollout by the teacher, whose own videos lose the object (docs/TRAINING.md), and they need
+the teacher. In this world a clip's future is fixed by its start and its prompt: the object keeps its
+velocity on a torus (it leaves the frame and comes back), the background stays. So a student can roll out
+from a clip's first `--context-blocks` blocks and every block it makes can be compared with what the world
+did: exposure to its own past, with a target that knows when the object comes back.
+
+One step, per clip of `--latent-frames` latent frames (42 = 10.5 s: a wrapping object leaves and returns):
+1. The clip's first `--context-blocks` blocks are encoded by `--vae` and written to the KV cache as the
+   past (the student's sink, when it has one). The decoder's causal cache is primed on them.
+2. Every later block is generated as at inference (`StreamingGenerator`, the student's own cache, window,
+   sink and memory), stopping at a random one of the 4 denoising steps whose call keeps its graph
+   (Self-Forcing); that x0 is committed to the cache (in `hybrid`, with the gates' graph, so the memory's
+   write path learns from the later blocks' losses).
+3. Each block's x0 is decoded by the frozen decoder, through its causal cache (detached between blocks),
+   and compared with the rendered frames: MSE over pixels in [-1, 1], the object's pixels (its exact mask)
+   counting `--object-weight` times.
+
+The loss is in pixels, so it needs the decoder alone, which every student carries: an encoder recovered for
+a shipped decoder (`train vae --decoder-from`) finds other latents than the student's own, and here those
+touch only the context blocks, not the targets. The result, `out/student/`, is a streaming checkpoint with
+`--vae` as its VAE (the starting student's decoder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from ..config import ConfigError, first_pixel_frame, pixel_frames_for
+from ..models.vae import DecoderState, decode_frames
+from ..sampling.stream import StreamingGenerator
+from ..world import sample_training_clip
+from .causal import check_frames, encode_prompts, export_student, load_checkpoint, same_decoder_vae
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
+                     plot_losses, progress, read_csv, set_lr, step_seed, write_stage_metrics)
+from .data import SINGLE_PROMPT_MIXTURE, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture
+
+
+@dataclasses.dataclass
+class RolloutClips:
+    """One step's clips: the context's latents, the clips' frames and object masks, prompts."""
+
+    context: torch.Tensor  # [B, C, Fc, h, w] normalised latents of the first context blocks
+    pixels: torch.Tensor  # [B, 3, T, H, W] in [-1, 1], the whole clip
+    object_mask: torch.Tensor  # [B, 1, T, H, W] bool, the object's exact pixels
+    prompts: list[str]
+
+
+class WorldRollouts:
+    """Renders single-prompt world clips of `latent_frames` and encodes their first `context_frames` latent
+    frames with `vae` (the clip's later frames are only targets, in pixels)."""
+
+    def __init__(self, vae, model_config, latent_frames: int, context_frames: int,
+                 mixture: dict[str, float] | None = None):
+        self.latents = WorldLatents(vae, model_config, context_frames, mixture or SINGLE_PROMPT_MIXTURE)
+        self.config, self.mixture = model_config, mixture or SINGLE_PROMPT_MIXTURE
+        self.pixel_frames = pixel_frames_for(latent_frames, model_config.vae_scale_temporal)
+        self.context_pixels = pixel_frames_for(context_frames, model_config.vae_scale_temporal)
+
+    def batch(self, rng: np.random.Generator, batch: int) -> RolloutClips:
+        cfg = self.config
+        clips = [sample_training_clip(rng, self.pixel_frames / cfg.fps, cfg.height, cfg.fps, self.mixture)
+                 for _ in range(batch)]
+        frames = np.stack([c.frames[: self.pixel_frames] for c in clips])  # [B, T, H, W, 3] uint8
+        masks = np.stack([np.stack([c.object_mask(i) for i in range(self.pixel_frames)]) for c in clips])  # [B, T, H, W]
+        pixels = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # [B, 3, T, H, W]
+        return RolloutClips(context=self.latents.encode(frames[:, : self.context_pixels]).cpu(), pixels=pixels,
+                            object_mask=torch.from_numpy(masks)[:, None], prompts=[c.prompt for c in clips])
+
+
+def pixel_weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """MSE over [B, 3, T, H, W] where each pixel counts weight [B, 1, T, H, W] times (all channels alike)."""
+    weight = weight.expand_as(pred)
+    return (weight * (pred - target) ** 2).sum() / weight.sum()
+
+
+class RolloutLoss(nn.Module):
+    """The student rolled out from a clip's context through inference's streaming code, each block's x0
+    decoded and compared with the clip's frames (one module, for DDP)."""
+
+    def __init__(self, student, stream_config, decoder, object_weight: float, memory_grad: bool):
+        super().__init__()
+        self.student, self.stream_config = student, stream_config
+        self.generator = StreamingGenerator(student, stream_config)
+        decoder.vae.requires_grad_(False)
+        self.decoder = [decoder]  # a StreamingDecoder, frozen; in a list so that it is not a submodule
+        self.object_weight, self.memory_grad = object_weight, memory_grad and stream_config.uses_memory
+
+    def forward(self, context: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor, object_mask: torch.Tensor,
+                exit_steps: list[int], seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """context [B, C, Fc, h, w], text [B, L, D], pixels [B, 3, T, H, W], object_mask [B, 1, T, H, W];
+        exit_steps: one per generated block. Returns the mean block loss and the object pixels' plain MSE."""
+        sc, decoder = self.stream_config, self.decoder[0]
+        temporal = self.student.config.vae_scale_temporal
+        state = self.generator.new_state(seed, batch_size=context.shape[0])
+        self.generator.set_prompt(state, "the clips' prompts", text)
+        for f0 in range(0, context.shape[2], sc.block_frames):
+            self.generator.commit_block(state, context[:, :, f0 : f0 + sc.block_frames])
+        dec = DecoderState(feat_cache=[None] * decoder.vae._cached_conv_counts["decoder"])
+        with torch.no_grad():
+            decode_frames(decoder.vae, decoder.denormalize(context), dec.feat_cache, 0)
+        dec.frames_decoded = context.shape[2]
+        weight = 1 + (self.object_weight - 1) * object_mask.float()  # [B, 1, T, H, W]
+        losses, object_sq, object_n = [], 0.0, 0.0
+        for exit_step in exit_steps:
+            f0 = state.frame_index
+            x0 = self.generator.denoise_block(state, exit_step, grad=True)  # [B, C, Fb, h, w]
+            self.generator.commit_block(state, x0, grad_gates=self.memory_grad)
+            pred = decode_frames(decoder.vae, decoder.denormalize(x0), dec.feat_cache, dec.frames_decoded)
+            dec.feat_cache = [c.detach() if torch.is_tensor(c) else c for c in dec.feat_cache]
+            dec.frames_decoded += x0.shape[2]
+            p0, p1 = first_pixel_frame(f0, temporal), first_pixel_frame(f0 + x0.shape[2], temporal)
+            target, mask = pixels[:, :, p0:p1], object_mask[:, :, p0:p1]
+            losses.append(pixel_weighted_mse(pred.float(), target, weight[:, :, p0:p1]))
+            with torch.no_grad():
+                err = (pred.float() - target).pow(2).mean(1, keepdim=True)  # [B, 1, Tb, H, W]
+                object_sq += float((err * mask).sum())
+                object_n += float(mask.sum())
+        return torch.stack(losses).mean(), {"object_mse": object_sq / max(object_n, 1.0)}
+
+
+def _check(args) -> dict[str, float] | None:
+    check_counts(args, "steps", "batch", "save_every", "log_every", "context_blocks")
+    if not args.object_weight > 0:
+        raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
+    return parse_mixture(args.mixture) if args.mixture else None
+
+
+def train_rollout(args) -> dict:
+    mixture = _check(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    acc = Accelerator(cpu=args.cpu)
+    pipe = load_checkpoint(args.student, acc.device)
+    stream_config = pipe.stream_config.with_overrides(memory=args.memory)
+    check_frames(args.latent_frames, stream_config)
+    context_frames = args.context_blocks * stream_config.block_frames
+    if context_frames >= args.latent_frames:
+        raise ConfigError(f"--context-blocks {args.context_blocks} leaves no block to generate in --latent-frames "
+                          f"{args.latent_frames} (blocks of {stream_config.block_frames})")
+    vae_dir = args.vae or os.path.join(args.student, "vae")
+    if args.vae:  # exported with the student; its decoder must be the student's
+        pipe.decoder = same_decoder_vae(os.path.join(args.student, "vae"), args.vae)
+    vae = load_frozen_vae(vae_dir, acc.device)  # refuses a decoder-only VAE, naming `train vae --decoder-from`
+    check_geometry(vae, pipe.model_config)
+    data = WorldRollouts(vae, pipe.model_config, args.latent_frames, context_frames, mixture)
+    text_bank: dict[str, torch.Tensor] = {}
+    student = pipe.transformer.requires_grad_(True).train()
+    model = RolloutLoss(student, stream_config, pipe.decoder, args.object_weight, args.memory_grad)
+    ckpt = Checkpointer(args.out, keep=2, config={
+        "stage": "rollout", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
+        "latent_frames": args.latent_frames, "context_blocks": args.context_blocks, "seed": args.seed,
+        "student": os.path.abspath(args.student), "object_weight": args.object_weight, "mixture": args.mixture})
+    opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    model, opt = acc.prepare(model, opt)
+    ema = EMA(acc.unwrap_model(model), decay=args.ema)
+    state = ckpt.resume(acc, model, opt, ema, require=args.resume)
+    main = acc.is_main_process
+    log = CSVLogger(os.path.join(args.out, "log.csv"), resume_step=state.step, main=main)
+    num_steps = stream_config.num_steps
+    generated_blocks = (args.latent_frames - context_frames) // stream_config.block_frames
+    means = RunningMeans()
+    bar = progress(acc, range(state.step, args.steps), initial=state.step, total=args.steps, desc="rollout")
+    for step in bar:
+        lr = lr_at(step, args.lr, args.warmup, args.steps, final_frac=1.0)
+        set_lr(opt, lr)
+        rng = batch_rng(args.seed, acc.process_index, step)
+        clips = data.batch(rng, args.batch)
+        exit_steps = [int(e) for e in rng.integers(0, num_steps, size=generated_blocks)]
+        text = encode_prompts(pipe.text_encoder, text_bank, clips.prompts, generated_blocks).to(acc.device)
+        loss, extra = model(clips.context.to(acc.device), text, clips.pixels.to(acc.device),
+                            clips.object_mask.to(acc.device), exit_steps, step_seed(args.seed, acc.process_index, step))
+        acc.backward(loss)
+        grad_norm = optimizer_step(acc, model.parameters(), opt)
+        ema.update(acc.unwrap_model(model))
+        state.step = step + 1
+        means.add(loss=loss.item(), grad_norm=grad_norm, **extra)
+        if state.step % args.log_every == 0 or state.step == args.steps:
+            row = means.take()
+            log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
+            bar.set_postfix(loss=f"{row['loss']:.4f}", object=f"{row['object_mse']:.3f}")
+        if state.step % args.save_every == 0 or state.step == args.steps:
+            ckpt.save(acc, state, model, opt, ema)
+            if main:
+                plot_losses(log.path, os.path.join(args.out, "loss.png"), title=f"rollout ({stream_config.memory})")
+    bar.close()
+    log.close()
+    result = {}
+    if main:
+        shadow = ema.averaged_copy(acc.unwrap_model(model))
+        student_dir = os.path.join(args.out, "student")
+        export_student(shadow.student, pipe, stream_config, student_dir,
+                       f"VideoSSM student ({stream_config.memory}), {args.student} rolled out against the world's "
+                       f"clips, {state.step} steps")
+        cols = read_csv(log.path)
+        result = write_stage_metrics(args, acc, state, "rollout", memory=stream_config.memory, student=args.student,
+                                     vae=vae_dir, latent_frames=args.latent_frames,
+                                     final_loss=round(float(np.mean(cols["loss"][-10:])), 5),
+                                     final_object_mse=round(float(np.mean(cols["object_mse"][-10:])), 5),
+                                     student_dir=student_dir)
+        acc.print(f"saved {student_dir}; final loss {result['final_loss']}")
+    acc.wait_for_everyone()
+    return result
