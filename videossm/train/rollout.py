@@ -59,18 +59,19 @@ class RolloutClips:
 
 class WorldRollouts:
     """Renders single-prompt world clips of `latent_frames` and encodes their first `context_frames` latent
-    frames with `vae` (the clip's later frames are only targets, in pixels)."""
+    frames with `vae` (the clip's later frames are only targets, in pixels); prompts of `split`."""
 
     def __init__(self, vae, model_config, latent_frames: int, context_frames: int,
-                 mixture: dict[str, float] | None = None):
+                 mixture: dict[str, float] | None = None, split: str = "train"):
         self.latents = WorldLatents(vae, model_config, context_frames, mixture or SINGLE_PROMPT_MIXTURE)
-        self.config, self.mixture = model_config, mixture or SINGLE_PROMPT_MIXTURE
+        self.config, self.mixture, self.split = model_config, mixture or SINGLE_PROMPT_MIXTURE, split
         self.pixel_frames = pixel_frames_for(latent_frames, model_config.vae_scale_temporal)
         self.context_pixels = pixel_frames_for(context_frames, model_config.vae_scale_temporal)
 
     def batch(self, rng: np.random.Generator, batch: int) -> RolloutClips:
         cfg = self.config
-        clips = [sample_training_clip(rng, self.pixel_frames / cfg.fps, cfg.height, cfg.fps, self.mixture)
+        clips = [sample_training_clip(rng, self.pixel_frames / cfg.fps, cfg.height, cfg.fps, self.mixture,
+                                       self.split)
                  for _ in range(batch)]
         frames = np.stack([c.frames[: self.pixel_frames] for c in clips])  # [B, T, H, W, 3] uint8
         masks = np.stack([np.stack([c.object_mask(i) for i in range(self.pixel_frames)]) for c in clips])  # [B, T, H, W]
