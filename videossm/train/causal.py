@@ -56,9 +56,8 @@ from ..models.transformer import VideoSSMTransformer
 from ..sampling.ode import ode_sigmas, sample_ode
 from ..sampling.scheduler import denoising_sigmas
 from ..world import sample_prompt
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
-                     plot_losses, progress, read_csv, set_lr, step_seed, write_json,
-                     write_stage_metrics)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, log_and_checkpoint, lr_at,
+                     optimizer_step, progress, read_csv, set_lr, step_seed, write_json, write_stage_metrics)
 from .data import batch_rng, parse_mixture, step_batch
 from .teacher import weighted_mse
 
@@ -385,14 +384,8 @@ def train_causal(args) -> dict:
         ema.update(acc.unwrap_model(model))
         state.step = step + 1
         means.add(loss=loss.item(), grad_norm=grad_norm)
-        if state.step % args.log_every == 0 or state.step == args.steps:
-            row = means.take()
-            log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if state.step % args.save_every == 0 or state.step == args.steps:
-            ckpt.save(acc, state, model, opt, ema)
-            if main:
-                plot_losses(log.path, os.path.join(args.out, "loss.png"), title=f"causal ODE init ({args.memory})")
+        log_and_checkpoint(args, acc, state, means, log, bar, lambda: ckpt.save(acc, state, model, opt, ema),
+                           f"causal ODE init ({args.memory})", lr)
     bar.close()
     log.close()
     result = {}

@@ -339,6 +339,24 @@ def plot_losses(csv_path: str, png_path: str, title: str | None = None, skip=("s
     os.replace(tmp, png_path)
 
 
+def log_and_checkpoint(args, acc, state: TrainState, means: "RunningMeans", log: "CSVLogger", bar, save,
+                       title: str, lr: float) -> dict | None:
+    """The end of a step of a one-optimiser stage: every --log-every steps and at the last, the running means
+    go to log.csv (step, means, lr, seconds) and the bar; every --save-every steps and at the last, `save()`
+    writes a checkpoint and loss.png is redrawn. Returns the logged row, if one was."""
+    row = None
+    last = state.step == args.steps
+    if state.step % args.log_every == 0 or last:
+        row = means.take()
+        log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+    if state.step % args.save_every == 0 or last:
+        save()
+        if acc.is_main_process:
+            plot_losses(log.path, os.path.join(args.out, "loss.png"), title=title)
+    return row
+
+
 def progress(acc, iterable, **kw):
     """tqdm on the main process only."""
     return tqdm(iterable, disable=not acc.is_main_process, dynamic_ncols=True, **kw)

@@ -42,8 +42,8 @@ from ..models.vae import DecoderState, decode_frames
 from ..sampling.stream import StreamingGenerator
 from ..world import sample_training_clip
 from .causal import check_frames, encode_prompts, export_student, load_checkpoint, same_decoder_vae
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
-                     plot_losses, progress, read_csv, set_lr, step_seed, write_stage_metrics)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, log_and_checkpoint, lr_at,
+                     optimizer_step, progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import SINGLE_PROMPT_MIXTURE, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture
 
 
@@ -187,14 +187,8 @@ def train_rollout(args) -> dict:
         ema.update(acc.unwrap_model(model))
         state.step = step + 1
         means.add(loss=loss.item(), grad_norm=grad_norm, **extra)
-        if state.step % args.log_every == 0 or state.step == args.steps:
-            row = means.take()
-            log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
-            bar.set_postfix(loss=f"{row['loss']:.4f}", object=f"{row['object_mse']:.3f}")
-        if state.step % args.save_every == 0 or state.step == args.steps:
-            ckpt.save(acc, state, model, opt, ema)
-            if main:
-                plot_losses(log.path, os.path.join(args.out, "loss.png"), title=f"rollout ({stream_config.memory})")
+        log_and_checkpoint(args, acc, state, means, log, bar, lambda: ckpt.save(acc, state, model, opt, ema),
+                           f"rollout ({stream_config.memory})", lr)
     bar.close()
     log.close()
     result = {}

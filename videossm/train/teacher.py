@@ -48,8 +48,8 @@ from ..models.transformer import VideoSSMTransformer
 from ..models.vae import StreamingDecoder, to_uint8_frames
 from ..sampling.ode import sample_video_latents, shift_sigma
 from ..world import sample_prompt, vocabulary
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
-                     plot_losses, progress, read_csv, set_lr, step_seed, write_stage_metrics)
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, log_and_checkpoint, lr_at,
+                     optimizer_step, progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import (ReplayLatents, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture,
                    step_batch)
 
@@ -195,14 +195,8 @@ def train_teacher(args) -> dict:
         ema.update(acc.unwrap_model(model))
         state.step = step + 1
         means.add(loss=loss.item(), grad_norm=grad_norm, latent_frames=x0.shape[2])
-        if state.step % args.log_every == 0 or state.step == args.steps:
-            row = means.take()
-            log.log(step=state.step, **row, lr=lr, seconds=round(state.seconds(), 2))
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if state.step % args.save_every == 0 or state.step == args.steps:
-            ckpt.save(acc, state, model, opt, ema)
-            if main:
-                plot_losses(log.path, os.path.join(args.out, "loss.png"), title="teacher (flow matching)")
+        log_and_checkpoint(args, acc, state, means, log, bar, lambda: ckpt.save(acc, state, model, opt, ema),
+                           "teacher (flow matching)", lr)
         if main and args.sample_every and state.step % args.sample_every == 0 and state.step < args.steps:
             write_samples(*ema_parts(), vae, os.path.join(args.out, "samples", f"step-{state.step:07d}"),
                           args.latent_frames, args.sample_steps, args.guidance, StreamConfig().shift)
