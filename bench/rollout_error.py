@@ -19,32 +19,23 @@ import numpy as np
 import torch
 
 from videossm.config import first_pixel_frame
-from videossm.models.vae import DecoderState, decode_frames
 from videossm.pipeline import VideoSSMPipeline
 from videossm.sampling.stream import StreamingGenerator
 from videossm.train.data import load_frozen_vae, parse_mixture
-from videossm.train.rollout import WorldRollouts
+from videossm.train.rollout import WorldRollouts, start_from_context
 
 
 @torch.no_grad()
 def rollout_errors(pipe, clips, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel frame after the context: (whole-frame MSE [T'], object MSE [T'] (NaN where no object))."""
-    sc, decoder = pipe.stream_config, pipe.decoder
-    gen = StreamingGenerator(pipe.transformer, sc)
-    state = gen.new_state(seed, batch_size=clips.context.shape[0])
+    gen = StreamingGenerator(pipe.transformer, pipe.stream_config)
     text = torch.cat([pipe.text_encoder.encode(p) for p in clips.prompts])
-    gen.set_prompt(state, "the clips' prompts", text)
-    for f0 in range(0, clips.context.shape[2], sc.block_frames):
-        gen.commit_block(state, clips.context[:, :, f0 : f0 + sc.block_frames])
-    cache = DecoderState(feat_cache=[None] * decoder.vae._cached_conv_counts["decoder"])
-    decode_frames(decoder.vae, decoder.denormalize(clips.context), cache.feat_cache, 0)
-    frames_done = clips.context.shape[2]
-    start = first_pixel_frame(frames_done, pipe.model_config.vae_scale_temporal)
+    state = start_from_context(gen, pipe.decoder, clips.context, text, seed)
+    temporal = pipe.model_config.vae_scale_temporal
+    start = first_pixel_frame(state.frame_index, temporal)
     preds = []
-    while start + sum(p.shape[2] for p in preds) < clips.pixels.shape[2]:
-        x0 = gen.generate_block(state)
-        preds.append(decode_frames(decoder.vae, decoder.denormalize(x0), cache.feat_cache, frames_done).clamp(-1, 1))
-        frames_done += x0.shape[2]
+    while first_pixel_frame(state.frame_index, temporal) < clips.pixels.shape[2]:
+        preds.append(pipe.decoder.decode(state.decoder, gen.generate_block(state)))  # [B, 3, Tb, H, W]
     pred = torch.cat(preds, dim=2)  # [B, 3, T', H, W]
     target = clips.pixels[:, :, start:]
     mask = clips.object_mask[:, :, start:].float()  # [B, 1, T', H, W]

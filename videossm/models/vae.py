@@ -188,12 +188,22 @@ class StreamingDecoder:
         mean, std = self.latents_mean.to(latents.device), self.latents_std.to(latents.device)
         return latents.float() * std + mean
 
-    @torch.no_grad()
-    def decode(self, state: DecoderState, latents: torch.Tensor) -> torch.Tensor:
+    def _decode(self, state: DecoderState, latents: torch.Tensor) -> torch.Tensor:
         z = self.denormalize(latents).to(self.device, self.dtype)
         out = decode_frames(self.vae, z, state.feat_cache, state.frames_decoded)
         state.frames_decoded += z.shape[2]
-        return out.clamp(-1.0, 1.0)
+        return out
+
+    @torch.no_grad()
+    def decode(self, state: DecoderState, latents: torch.Tensor) -> torch.Tensor:
+        return self._decode(state, latents).clamp(-1.0, 1.0)
+
+    def decode_graph(self, state: DecoderState, latents: torch.Tensor) -> torch.Tensor:
+        """`decode` for a loss through the (frozen) decoder: unclamped, with autograd where it is enabled. The
+        causal cache it leaves behind is detached, so the next block's graph stops at this one."""
+        out = self._decode(state, latents)
+        state.feat_cache[:] = [c.detach() if torch.is_tensor(c) else c for c in state.feat_cache]
+        return out
 
     @torch.no_grad()
     def decode_full(self, latents: torch.Tensor) -> torch.Tensor:

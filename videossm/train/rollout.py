@@ -38,8 +38,8 @@ from accelerate import Accelerator
 from torch import nn
 
 from ..config import ConfigError, first_pixel_frame, pixel_frames_for
-from ..models.vae import DecoderState, decode_frames
-from ..sampling.stream import StreamingGenerator
+from ..models.vae import StreamingDecoder
+from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import sample_training_clip
 from .causal import check_frames, encode_prompts, export_student, load_checkpoint, same_decoder_vae
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, log_and_checkpoint, lr_at,
@@ -86,6 +86,19 @@ def pixel_weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.T
     return (weight * (pred - target) ** 2).sum() / weight.sum()
 
 
+def start_from_context(generator: StreamingGenerator, decoder: StreamingDecoder, context: torch.Tensor,
+                       text: torch.Tensor, seed: int) -> StreamState:
+    """A stream of the clips' prompts (text [B, L, D]) whose past is `context` [B, C, Fc, h, w]: committed block
+    by block to the KV cache, and decoded once so that the decoder's causal cache (`state.decoder`) follows it."""
+    state = generator.new_state(seed, batch_size=context.shape[0], decoder=decoder.new_state())
+    generator.set_prompt(state, "the clips' prompts", text)
+    block = generator.stream_config.block_frames
+    for f0 in range(0, context.shape[2], block):
+        generator.commit_block(state, context[:, :, f0 : f0 + block])
+    decoder.decode(state.decoder, context)
+    return state
+
+
 class RolloutLoss(nn.Module):
     """The student rolled out from a clip's context through inference's streaming code, each block's x0
     decoded and compared with the clip's frames (one module, for DDP)."""
@@ -102,25 +115,16 @@ class RolloutLoss(nn.Module):
                 exit_steps: list[int], seed: int) -> tuple[torch.Tensor, dict[str, float]]:
         """context [B, C, Fc, h, w], text [B, L, D], pixels [B, 3, T, H, W], object_mask [B, 1, T, H, W];
         exit_steps: one per generated block. Returns the mean block loss and the object pixels' plain MSE."""
-        sc, decoder = self.stream_config, self.decoder[0]
+        decoder = self.decoder[0]
         temporal = self.student.config.vae_scale_temporal
-        state = self.generator.new_state(seed, batch_size=context.shape[0])
-        self.generator.set_prompt(state, "the clips' prompts", text)
-        for f0 in range(0, context.shape[2], sc.block_frames):
-            self.generator.commit_block(state, context[:, :, f0 : f0 + sc.block_frames])
-        dec = DecoderState(feat_cache=[None] * decoder.vae._cached_conv_counts["decoder"])
-        with torch.no_grad():
-            decode_frames(decoder.vae, decoder.denormalize(context), dec.feat_cache, 0)
-        dec.frames_decoded = context.shape[2]
+        state = start_from_context(self.generator, decoder, context, text, seed)
         weight = 1 + (self.object_weight - 1) * object_mask.float()  # [B, 1, T, H, W]
         losses, object_sq, object_n = [], 0.0, 0.0
         for exit_step in exit_steps:
             f0 = state.frame_index
             x0 = self.generator.denoise_block(state, exit_step, grad=True)  # [B, C, Fb, h, w]
             self.generator.commit_block(state, x0, grad_gates=self.memory_grad)
-            pred = decode_frames(decoder.vae, decoder.denormalize(x0), dec.feat_cache, dec.frames_decoded)
-            dec.feat_cache = [c.detach() if torch.is_tensor(c) else c for c in dec.feat_cache]
-            dec.frames_decoded += x0.shape[2]
+            pred = decoder.decode_graph(state.decoder, x0)  # [B, 3, Tb, H, W]
             p0, p1 = first_pixel_frame(f0, temporal), first_pixel_frame(f0 + x0.shape[2], temporal)
             target, mask = pixels[:, :, p0:p1], object_mask[:, :, p0:p1]
             losses.append(pixel_weighted_mse(pred.float(), target, weight[:, :, p0:p1]))
