@@ -16,6 +16,7 @@ from videossm.models.vae import vae_config
 from videossm.pipeline import VideoSSMPipeline
 from videossm.sampling.ode import ode_sigmas, sample_ode
 from videossm.sampling.scheduler import denoising_sigmas
+from videossm.train.causal import load_checkpoint
 from videossm.train.common import read_csv
 from videossm.weights.checkpoint import load_safetensors
 
@@ -577,10 +578,11 @@ def test_rollout_loss_compares_each_generated_block_with_its_own_frames(runs):
     mask = torch.zeros(2, 1, *reference.shape[2:], dtype=torch.bool)
     mask[:, :, :, 8:16, 8:16] = True
     model = RolloutLoss(pipe.transformer, sc, pipe.decoder, object_weight=5.0, memory_grad=True)
-    loss, extra = model(context, text, reference, mask, exit_steps, seed=11)
+    loss, extra, pairs = model(context, text, reference, mask, exit_steps, seed=11)
+    assert pairs is None  # no discriminator: the pixel loss alone
     assert loss.item() < 1e-10 and extra["object_mse"] < 1e-10
     late = torch.cat([reference[:, :, :1], reference[:, :, :-1]], dim=2)
-    loss, extra = model(context, text, late, mask, exit_steps, seed=11)
+    loss, extra, _ = model(context, text, late, mask, exit_steps, seed=11)
     assert loss.item() > 1e-4 and extra["object_mse"] > 0
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.transformer.parameters())
@@ -645,6 +647,74 @@ def test_rollout_stage_trains_resumes_exactly_and_exports_a_student(runs, tmp_pa
     assert main(["train", "rollout", "--student", shipped, "--out", str(tmp_path / "bad"), "--latent-frames",
                  "9"]) == 2
     assert "decoder-only" in capsys.readouterr().err  # a shipped student needs --vae; the fix is named
+
+
+def test_rollout_adversarial_term_judges_each_block_with_the_frames_before_it(runs):
+    """With a discriminator, each generated block is judged with the `history_frames` pixel frames before it
+    (the clip through the VAE before the first block, the student's own after), against the same span of the
+    clip through the VAE; with --pixel-weight 0 the loss is the adversarial term alone, and it trains the
+    student."""
+    from videossm.train.adversarial import BlockDiscriminator, generator_loss, pooled_text
+    from videossm.train.rollout import RolloutLoss
+
+    pipe = load_checkpoint(os.path.join(runs["long"], "student"), "cpu")
+    sc, cfg = pipe.stream_config, pipe.model_config
+    gen = torch.Generator().manual_seed(4)
+    context = torch.randn(2, cfg.in_channels, 3, cfg.latent_height, cfg.latent_width, generator=gen)
+    text = torch.cat([pipe.text_encoder.encode(p) for p in ("a red circle moving right on a gray background",
+                                                             "a blue square moving up on a black background")])
+    frames = 1 + 4 * 8  # context block + 2 generated blocks of 3 latent frames
+    pixels = torch.rand(2, 3, frames, cfg.height, cfg.width, generator=gen) * 2 - 1
+    seen = torch.rand(2, 3, frames, cfg.height, cfg.width, generator=gen) * 2 - 1
+    mask = torch.zeros(2, 1, frames, cfg.height, cfg.width, dtype=torch.bool)
+    disc = BlockDiscriminator(cfg.text_dim, width=4)
+    model = RolloutLoss(pipe.transformer, sc, pipe.decoder, object_weight=5.0, memory_grad=True, pixel_weight=0.0,
+                        adversarial_weight=0.5)
+    loss, extra, pairs = model(context, text, pixels, mask, [2, 0], seed=3, disc=disc, seen=seen)
+    history = cfg.vae_scale_temporal
+    assert pairs.real.shape == pairs.fake.shape == (4, 3, history + 12, cfg.height, cfg.width)
+    torch.testing.assert_close(pairs.real[:2], seen[:, :, 9 - history:21])  # block 1: frames 9-20
+    torch.testing.assert_close(pairs.real[2:], seen[:, :, 21 - history:33])
+    torch.testing.assert_close(pairs.fake[:2, :, :history], seen[:, :, 9 - history:9])  # the context's, through the VAE
+    torch.testing.assert_close(pairs.fake[2:, :, :history], pairs.fake[:2, :, -history:])  # then the student's own
+    torch.testing.assert_close(pairs.text, torch.cat([pooled_text(text, 0)] * 2))
+    torch.testing.assert_close(loss, 0.5 * generator_loss(disc, pairs.fake, pairs.text))
+    assert extra["adv_loss"] > 0 and extra["pixel_loss"] > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.transformer.parameters())
+    assert all(p.grad is None for p in disc.parameters()), "the student's term leaves the discriminator alone"
+
+
+def test_rollout_stage_with_a_discriminator_resumes_exactly(runs, tmp_path, capsys):
+    student = os.path.join(runs["long"], "student")
+
+    def run(out, steps, *extra):
+        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
+                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
+                     "--adversarial-weight", "0.1", "--disc-width", "4", "--disc-steps", "2", *runs["common"],
+                     *extra])
+
+    assert run(tmp_path / "whole", 3) == 0
+    assert run(tmp_path / "split", 2) == 0 and run(tmp_path / "split", 3, "--resume") == 0
+    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    for column in ("loss", "pixel_loss", "adv_loss", "disc_loss", "disc_real_acc", "disc_fake_acc"):
+        assert np.isfinite(whole[column]).all(), column
+        np.testing.assert_allclose(split[column], whole[column], rtol=1e-5, err_msg=column)
+    weights = _ckpt_model(tmp_path / "whole")["model"]
+    assert any(k.startswith("disc.") for k in weights) and any(k.startswith("rollout.student.") for k in weights)
+    assert VideoSSMPipeline.from_pretrained(str(tmp_path / "whole" / "student")).trained
+    # a run of the plain stage cannot be resumed with the term switched on: the configs differ
+    assert main(["train", "rollout", "--student", student, "--out", str(tmp_path / "plain"), "--latent-frames", "9",
+                 "--steps", "1", "--batch", "1", *runs["common"]]) == 0
+    assert run(tmp_path / "plain", 2) == 2
+    assert "different configuration" in capsys.readouterr().err
+    for flag, value, message in (("--adversarial-weight", "-1", "--adversarial-weight must be >= 0, got -1.0"),
+                                 ("--disc-lr", "0", "--disc-lr must be > 0, got 0.0"),
+                                 ("--disc-width", "0", "--disc-width must be >= 1")):
+        assert run(tmp_path / "bad", 1, flag, value) == 2
+        assert message in capsys.readouterr().err
+    assert run(tmp_path / "bad", 1, "--adversarial-weight", "0", "--pixel-weight", "0") == 2
+    assert "leave the stage no loss" in capsys.readouterr().err
 
 
 def test_default_model_is_the_shipped_checkpoint_of_the_memory_mode(runs, tmp_path, monkeypatch):

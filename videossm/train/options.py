@@ -190,6 +190,16 @@ def add_rollout_args(p) -> None:
     p.add_argument("--object-weight", type=float, default=10.0,
                    help="loss weight of the object's pixels (its exact mask) against 1 for the background; the "
                         "object covers ~4%% of a 128 px frame")
+    p.add_argument("--pixel-weight", type=float, default=1.0,
+                   help="weight of the pixel loss against the world's frames (0: the adversarial term alone)")
+    p.add_argument("--adversarial-weight", type=float, default=0.0,
+                   help="weight of a discriminator's verdict on each generated block (0: off). The real clips are "
+                        "the world's frames through --vae; see videossm/train/adversarial.py")
+    p.add_argument("--disc-lr", type=float, default=1e-4, help="the discriminator's learning rate")
+    p.add_argument("--disc-steps", type=int, default=1,
+                   help="discriminator updates per student step, on the same blocks (cheap beside the rollout)")
+    p.add_argument("--disc-width", type=int, default=32, help="channels of the discriminator's first layer")
+    p.add_argument("--r1", type=float, default=0.1, help="R1 penalty on the discriminator's real inputs (0: off)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--lr", type=float, default=2e-5)

@@ -21,6 +21,13 @@ One step, per clip of `--latent-frames` latent frames (42 = 10.5 s: a wrapping o
    and compared with the rendered frames: MSE over pixels in [-1, 1], the object's pixels (its exact mask)
    counting `--object-weight` times.
 
+4. With `--adversarial-weight W` > 0, a discriminator (`adversarial.py`) also judges each block, with the
+   frames before it, against the same span of the clip encoded and decoded by the VAE; the student adds W x
+   its non-saturating term, and the discriminator takes `--disc-steps` steps on the detached blocks after
+   the student's (they are cheap beside the rollout).
+   A squared error alone answers doubt (where will the wrapped object come back?) with a faint smear; the
+   discriminator rejects smears (Self-Forcing's GAN objective, here without a teacher).
+
 The loss is in pixels, so it needs the decoder alone, which every student carries: an encoder recovered for
 a shipped decoder (`train vae --decoder-from`) finds other latents than the student's own, and here those
 touch only the context blocks, not the targets. The result, `out/student/`, is a streaming checkpoint with
@@ -41,9 +48,10 @@ from ..config import ConfigError, first_pixel_frame, pixel_frames_for
 from ..models.vae import StreamingDecoder
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import sample_training_clip
+from .adversarial import BlockDiscriminator, discriminator_loss, generator_loss, pooled_text
 from .causal import check_frames, encode_prompts, export_student, load_checkpoint, same_decoder_vae
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, log_and_checkpoint, lr_at,
-                     optimizer_step, progress, read_csv, set_lr, step_seed, write_stage_metrics)
+                     optimizer_step, progress, read_csv, seed_everything, set_lr, step_seed, write_stage_metrics)
 from .data import SINGLE_PROMPT_MIXTURE, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture
 
 
@@ -55,16 +63,21 @@ class RolloutClips:
     pixels: torch.Tensor  # [B, 3, T, H, W] in [-1, 1], the whole clip
     object_mask: torch.Tensor  # [B, 1, T, H, W] bool, the object's exact pixels
     prompts: list[str]
+    seen: torch.Tensor | None = None  # [B, 3, T, H, W] the clip through the VAE (encoded, decoded), with a decoder
 
 
 class WorldRollouts:
     """Renders single-prompt world clips of `latent_frames` and encodes their first `context_frames` latent
-    frames with `vae` (the clip's later frames are only targets, in pixels); prompts of `split`."""
+    frames with `vae` (the clip's later frames are only targets, in pixels); prompts of `split`. With a
+    `decoder` (a StreamingDecoder) the whole clip is encoded and decoded as well (`RolloutClips.seen`: the
+    real clips of the adversarial term), and the context is the first latent frames of that encoding."""
 
     def __init__(self, vae, model_config, latent_frames: int, context_frames: int,
-                 mixture: dict[str, float] | None = None, split: str = "train"):
+                 mixture: dict[str, float] | None = None, split: str = "train",
+                 decoder: StreamingDecoder | None = None):
         self.latents = WorldLatents(vae, model_config, context_frames, mixture or SINGLE_PROMPT_MIXTURE)
         self.config, self.mixture, self.split = model_config, mixture or SINGLE_PROMPT_MIXTURE, split
+        self.decoder, self.context_frames = decoder, context_frames
         self.pixel_frames = pixel_frames_for(latent_frames, model_config.vae_scale_temporal)
         self.context_pixels = pixel_frames_for(context_frames, model_config.vae_scale_temporal)
 
@@ -76,8 +89,24 @@ class WorldRollouts:
         frames = np.stack([c.frames[: self.pixel_frames] for c in clips])  # [B, T, H, W, 3] uint8
         masks = np.stack([np.stack([c.object_mask(i) for i in range(self.pixel_frames)]) for c in clips])  # [B, T, H, W]
         pixels = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # [B, 3, T, H, W]
-        return RolloutClips(context=self.latents.encode(frames[:, : self.context_pixels]).cpu(), pixels=pixels,
-                            object_mask=torch.from_numpy(masks)[:, None], prompts=[c.prompt for c in clips])
+        seen = None
+        if self.decoder is None:
+            context = self.latents.encode(frames[:, : self.context_pixels])
+        else:  # the encoder is causal: the whole clip's first latent frames are the context's encoding
+            latents = self.latents.encode(frames)  # [B, C, F, h, w]
+            context = latents[:, :, : self.context_frames]
+            seen = self.decoder.decode(self.decoder.new_state(), latents).float().cpu()  # [B, 3, T, H, W]
+        return RolloutClips(context=context.cpu(), pixels=pixels, object_mask=torch.from_numpy(masks)[:, None],
+                            prompts=[c.prompt for c in clips], seen=seen)
+
+
+@dataclasses.dataclass
+class AdversarialBatch:
+    """The discriminator's step: each generated block with the frames before it, real and the student's."""
+
+    real: torch.Tensor  # [N, 3, T, H, W] the world's clips through the VAE
+    fake: torch.Tensor  # [N, 3, T, H, W] the student's, detached
+    text: torch.Tensor  # [N, D] pooled prompt embeddings
 
 
 def pixel_weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -103,42 +132,72 @@ class RolloutLoss(nn.Module):
     """The student rolled out from a clip's context through inference's streaming code, each block's x0
     decoded and compared with the clip's frames (one module, for DDP)."""
 
-    def __init__(self, student, stream_config, decoder, object_weight: float, memory_grad: bool):
+    def __init__(self, student, stream_config, decoder, object_weight: float, memory_grad: bool,
+                 pixel_weight: float = 1.0, adversarial_weight: float = 0.0):
         super().__init__()
         self.student, self.stream_config = student, stream_config
         self.generator = StreamingGenerator(student, stream_config)
         decoder.vae.requires_grad_(False)
         self.decoder = [decoder]  # a StreamingDecoder, frozen; in a list so that it is not a submodule
         self.object_weight, self.memory_grad = object_weight, memory_grad and stream_config.uses_memory
+        self.pixel_weight, self.adversarial_weight = pixel_weight, adversarial_weight
+        self.history_frames = student.config.vae_scale_temporal  # pixel frames before a block that D sees
 
     def forward(self, context: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor, object_mask: torch.Tensor,
-                exit_steps: list[int], seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+                exit_steps: list[int], seed: int, disc: nn.Module | None = None, seen: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
         """context [B, C, Fc, h, w], text [B, L, D], pixels [B, 3, T, H, W], object_mask [B, 1, T, H, W];
-        exit_steps: one per generated block. Returns the mean block loss and the object pixels' plain MSE."""
+        exit_steps: one per generated block. Returns the loss (pixel_weight x the mean block loss, plus, with a
+        discriminator `disc` and the clips through the VAE `seen` [B, 3, T, H, W], adversarial_weight x its
+        generator term), the logged parts, and the detached (real, fake) clips for the discriminator's step."""
         decoder = self.decoder[0]
-        temporal = self.student.config.vae_scale_temporal
+        temporal, history = self.student.config.vae_scale_temporal, self.history_frames
         state = start_from_context(self.generator, decoder, context, text, seed)
         weight = 1 + (self.object_weight - 1) * object_mask.float()  # [B, 1, T, H, W]
         losses, object_sq, object_n = [], 0.0, 0.0
-        for exit_step in exit_steps:
+        fakes, reals, texts = [], [], []
+        for block, exit_step in enumerate(exit_steps):
             f0 = state.frame_index
             x0 = self.generator.denoise_block(state, exit_step, grad=True)  # [B, C, Fb, h, w]
             self.generator.commit_block(state, x0, grad_gates=self.memory_grad)
-            pred = decoder.decode_graph(state.decoder, x0)  # [B, 3, Tb, H, W]
+            pred = decoder.decode_graph(state.decoder, x0).float()  # [B, 3, Tb, H, W]
             p0, p1 = first_pixel_frame(f0, temporal), first_pixel_frame(f0 + x0.shape[2], temporal)
             target, mask = pixels[:, :, p0:p1], object_mask[:, :, p0:p1]
-            losses.append(pixel_weighted_mse(pred.float(), target, weight[:, :, p0:p1]))
+            losses.append(pixel_weighted_mse(pred, target, weight[:, :, p0:p1]))
             with torch.no_grad():
-                err = (pred.float() - target).pow(2).mean(1, keepdim=True)  # [B, 1, Tb, H, W]
+                err = (pred - target).pow(2).mean(1, keepdim=True)  # [B, 1, Tb, H, W]
                 object_sq += float((err * mask).sum())
                 object_n += float(mask.sum())
-        return torch.stack(losses).mean(), {"object_mse": object_sq / max(object_n, 1.0)}
+            if disc is not None:  # the frames before the block: the context's through the VAE, then the student's
+                before = seen[:, :, p0 - history:p0] if block == 0 else fakes[-1][:, :, -history:].detach()
+                fakes.append(torch.cat([before, pred.clamp(-1, 1)], dim=2))  # [B, 3, history + Tb, H, W]
+                reals.append(seen[:, :, p0 - history:p1])
+                texts.append(pooled_text(text, block))
+        pixel_loss = torch.stack(losses).mean()
+        extra = {"object_mse": object_sq / max(object_n, 1.0)}
+        loss = self.pixel_weight * pixel_loss
+        if disc is None:
+            return loss, extra, None
+        extra["pixel_loss"] = pixel_loss.item()
+        fake, text_pooled = torch.cat(fakes), torch.cat(texts)  # [B * blocks, 3, T, H, W], [B * blocks, D]
+        adversarial = generator_loss(disc, fake, text_pooled)
+        extra["adv_loss"] = adversarial.item()
+        batch = AdversarialBatch(real=torch.cat(reals), fake=fake.detach(), text=text_pooled.detach())
+        return loss + self.adversarial_weight * adversarial, extra, batch
 
 
 def _check(args) -> dict[str, float] | None:
-    check_counts(args, "steps", "batch", "save_every", "log_every", "context_blocks")
+    check_counts(args, "steps", "batch", "save_every", "log_every", "context_blocks", "disc_width", "disc_steps")
     if not args.object_weight > 0:
         raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
+    for flag, value in (("--pixel-weight", args.pixel_weight), ("--adversarial-weight", args.adversarial_weight),
+                        ("--r1", args.r1)):
+        if not value >= 0:
+            raise ConfigError(f"{flag} must be >= 0, got {value}")
+    if args.pixel_weight == 0 and args.adversarial_weight == 0:
+        raise ConfigError("--pixel-weight 0 and --adversarial-weight 0 leave the stage no loss")
+    if not args.disc_lr > 0:
+        raise ConfigError(f"--disc-lr must be > 0, got {args.disc_lr}")
     return parse_mixture(args.mixture) if args.mixture else None
 
 
@@ -159,18 +218,37 @@ def train_rollout(args) -> dict:
         pipe.decoder = same_decoder_vae(os.path.join(args.student, "vae"), args.vae)
     vae = load_frozen_vae(vae_dir, acc.device)  # refuses a decoder-only VAE, naming `train vae --decoder-from`
     check_geometry(vae, pipe.model_config)
-    data = WorldRollouts(vae, pipe.model_config, args.latent_frames, context_frames, mixture)
+    adversarial = args.adversarial_weight > 0
+    data = WorldRollouts(vae, pipe.model_config, args.latent_frames, context_frames, mixture,
+                         decoder=pipe.decoder if adversarial else None)
     text_bank: dict[str, torch.Tensor] = {}
     student = pipe.transformer.requires_grad_(True).train()
-    model = RolloutLoss(student, stream_config, pipe.decoder, args.object_weight, args.memory_grad)
-    ckpt = Checkpointer(args.out, keep=2, config={
+    model = RolloutLoss(student, stream_config, pipe.decoder, args.object_weight, args.memory_grad,
+                        args.pixel_weight, args.adversarial_weight)
+    config = {
         "stage": "rollout", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "context_blocks": args.context_blocks, "seed": args.seed,
-        "student": os.path.abspath(args.student), "object_weight": args.object_weight, "mixture": args.mixture})
+        "student": os.path.abspath(args.student), "object_weight": args.object_weight, "mixture": args.mixture}
+    if adversarial or args.pixel_weight != 1:  # runs without the term keep their config (and resume)
+        config.update(pixel_weight=args.pixel_weight, adversarial_weight=args.adversarial_weight,
+                      disc_width=args.disc_width, r1=args.r1, disc_steps=args.disc_steps)
+    ckpt = Checkpointer(args.out, keep=2, config=config)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
     ema = EMA(acc.unwrap_model(model), decay=args.ema)
-    state = ckpt.resume(acc, model, opt, ema, require=args.resume)
+    if adversarial:  # the discriminator and its optimizer travel in the checkpoint beside the student
+        seed_everything(args.seed)  # its initial weights, the same in a run and in its resumed twin
+        disc = BlockDiscriminator(pipe.model_config.text_dim, args.disc_width).to(acc.device)
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=args.disc_lr, betas=(0.0, 0.99), weight_decay=0.0)
+        disc, disc_opt = acc.prepare(disc, disc_opt)
+        state = ckpt.resume(acc, nn.ModuleDict({"rollout": acc.unwrap_model(model), "disc": acc.unwrap_model(disc)}),
+                            [opt, disc_opt], ema, require=args.resume)
+        save = lambda: ckpt.save(acc, state, nn.ModuleDict(  # noqa: E731
+            {"rollout": acc.unwrap_model(model), "disc": acc.unwrap_model(disc)}), [opt, disc_opt], ema)
+    else:
+        disc = None
+        state = ckpt.resume(acc, model, opt, ema, require=args.resume)
+        save = lambda: ckpt.save(acc, state, model, opt, ema)  # noqa: E731
     main = acc.is_main_process
     log = CSVLogger(os.path.join(args.out, "log.csv"), resume_step=state.step, main=main)
     num_steps = stream_config.num_steps
@@ -184,15 +262,24 @@ def train_rollout(args) -> dict:
         clips = data.batch(rng, args.batch)
         exit_steps = [int(e) for e in rng.integers(0, num_steps, size=generated_blocks)]
         text = encode_prompts(pipe.text_encoder, text_bank, clips.prompts, generated_blocks).to(acc.device)
-        loss, extra = model(clips.context.to(acc.device), text, clips.pixels.to(acc.device),
-                            clips.object_mask.to(acc.device), exit_steps, step_seed(args.seed, acc.process_index, step))
+        loss, extra, pairs = model(
+            clips.context.to(acc.device), text, clips.pixels.to(acc.device), clips.object_mask.to(acc.device),
+            exit_steps, step_seed(args.seed, acc.process_index, step),
+            disc=acc.unwrap_model(disc) if adversarial else None,
+            seen=clips.seen.to(acc.device) if adversarial else None)
         acc.backward(loss)
         grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
+        if adversarial:  # then the discriminator, on the blocks just made (detached) and the real clips
+            set_lr(disc_opt, lr_at(step, args.disc_lr, args.warmup, args.steps, final_frac=1.0))
+            for _ in range(args.disc_steps):
+                disc_loss, disc_stats = discriminator_loss(disc, pairs.real, pairs.fake, pairs.text, args.r1)
+                acc.backward(disc_loss)
+                optimizer_step(acc, disc.parameters(), disc_opt)
+            extra.update(disc_loss=disc_loss.item(), **disc_stats)
         state.step = step + 1
         means.add(loss=loss.item(), grad_norm=grad_norm, **extra)
-        log_and_checkpoint(args, acc, state, means, log, bar, lambda: ckpt.save(acc, state, model, opt, ema),
-                           f"rollout ({stream_config.memory})", lr)
+        log_and_checkpoint(args, acc, state, means, log, bar, save, f"rollout ({stream_config.memory})", lr)
     bar.close()
     log.close()
     result = {}
