@@ -236,19 +236,15 @@ def train_rollout(args) -> dict:
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
     ema = EMA(acc.unwrap_model(model), decay=args.ema)
+    disc, nets, opts = None, model, opt  # what the checkpoint holds
     if adversarial:  # the discriminator and its optimizer travel in the checkpoint beside the student
         seed_everything(args.seed)  # its initial weights, the same in a run and in its resumed twin
         disc = BlockDiscriminator(pipe.model_config.text_dim, args.disc_width).to(acc.device)
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=args.disc_lr, betas=(0.0, 0.99), weight_decay=0.0)
         disc, disc_opt = acc.prepare(disc, disc_opt)
-        state = ckpt.resume(acc, nn.ModuleDict({"rollout": acc.unwrap_model(model), "disc": acc.unwrap_model(disc)}),
-                            [opt, disc_opt], ema, require=args.resume)
-        save = lambda: ckpt.save(acc, state, nn.ModuleDict(  # noqa: E731
-            {"rollout": acc.unwrap_model(model), "disc": acc.unwrap_model(disc)}), [opt, disc_opt], ema)
-    else:
-        disc = None
-        state = ckpt.resume(acc, model, opt, ema, require=args.resume)
-        save = lambda: ckpt.save(acc, state, model, opt, ema)  # noqa: E731
+        nets = nn.ModuleDict({"rollout": acc.unwrap_model(model), "disc": acc.unwrap_model(disc)})
+        opts = [opt, disc_opt]
+    state = ckpt.resume(acc, nets, opts, ema, require=args.resume)
     main = acc.is_main_process
     log = CSVLogger(os.path.join(args.out, "log.csv"), resume_step=state.step, main=main)
     num_steps = stream_config.num_steps
@@ -279,7 +275,8 @@ def train_rollout(args) -> dict:
             extra.update(disc_loss=disc_loss.item(), **disc_stats)
         state.step = step + 1
         means.add(loss=loss.item(), grad_norm=grad_norm, **extra)
-        log_and_checkpoint(args, acc, state, means, log, bar, save, f"rollout ({stream_config.memory})", lr)
+        log_and_checkpoint(args, acc, state, means, log, bar, lambda: ckpt.save(acc, state, nets, opts, ema),
+                           f"rollout ({stream_config.memory})", lr)
     bar.close()
     log.close()
     result = {}
