@@ -76,3 +76,23 @@ def discriminator_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
     return loss, {"disc_real_acc": float((real_logits > 0).float().mean()),
                   "disc_fake_acc": float((fake_logits < 0).float().mean()), "disc_r1": float(penalty.detach())}
+
+
+def update_discriminator(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, text: torch.Tensor, r1: float,
+                         steps: int, step_fn, max_acc: float | None = None) -> tuple[float, dict[str, float]]:
+    """Up to `steps` updates of D on one batch; `step_fn(loss)` backpropagates D's loss and steps its optimizer.
+
+    With `max_acc`, D skips the rest of its updates once it tells this batch apart at least that well (the
+    mean of its real and fake accuracies, measured before each update). A D that wins outright gives the
+    student large, uninformative gradients; holding it at the edge keeps the game live. Returns D's last
+    loss, its accuracies and R1 on the batch, and `disc_updates` (how many updates it took).
+    """
+    updates = 0
+    for _ in range(steps):
+        loss, stats = discriminator_loss(disc, real, fake, text, r1)
+        if max_acc is not None and (stats["disc_real_acc"] + stats["disc_fake_acc"]) / 2 >= max_acc:
+            break
+        step_fn(loss)
+        updates += 1
+    return loss.item(), {**stats, "disc_updates": float(updates)}
+

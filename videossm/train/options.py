@@ -198,6 +198,10 @@ def add_rollout_args(p) -> None:
     p.add_argument("--disc-lr", type=float, default=1e-4, help="the discriminator's learning rate")
     p.add_argument("--disc-steps", type=int, default=1,
                    help="discriminator updates per student step, on the same blocks (cheap beside the rollout)")
+    p.add_argument("--disc-max-acc", type=float, default=None, metavar="ACC",
+                   help="the discriminator skips its remaining updates on a step once it tells that step's blocks "
+                        "from real clips with this mean accuracy (e.g. 0.75; default: it always takes --disc-steps). "
+                        "Keeps it from winning outright, which sends the student large, uninformative gradients")
     p.add_argument("--disc-width", type=int, default=32, help="channels of the discriminator's first layer")
     p.add_argument("--r1", type=float, default=0.1, help="R1 penalty on the discriminator's real inputs (0: off)")
     p.add_argument("--steps", type=int, default=200)

@@ -48,7 +48,7 @@ from ..config import ConfigError, first_pixel_frame, pixel_frames_for
 from ..models.vae import StreamingDecoder
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import sample_training_clip
-from .adversarial import BlockDiscriminator, discriminator_loss, generator_loss, pooled_text
+from .adversarial import BlockDiscriminator, generator_loss, pooled_text, update_discriminator
 from .causal import check_frames, encode_prompts, export_student, load_checkpoint, same_decoder_vae
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, log_and_checkpoint, lr_at,
                      optimizer_step, progress, read_csv, seed_everything, set_lr, step_seed, write_stage_metrics)
@@ -196,6 +196,8 @@ def _check(args) -> dict[str, float] | None:
             raise ConfigError(f"{flag} must be >= 0, got {value}")
     if args.pixel_weight == 0 and args.adversarial_weight == 0:
         raise ConfigError("--pixel-weight 0 and --adversarial-weight 0 leave the stage no loss")
+    if args.disc_max_acc is not None and not 0 < args.disc_max_acc <= 1:
+        raise ConfigError(f"--disc-max-acc must be in (0, 1], got {args.disc_max_acc}")
     if not args.disc_lr > 0:
         raise ConfigError(f"--disc-lr must be > 0, got {args.disc_lr}")
     return parse_mixture(args.mixture) if args.mixture else None
@@ -232,6 +234,8 @@ def train_rollout(args) -> dict:
     if adversarial or args.pixel_weight != 1:  # runs without the term keep their config (and resume)
         config.update(pixel_weight=args.pixel_weight, adversarial_weight=args.adversarial_weight,
                       disc_width=args.disc_width, r1=args.r1, disc_steps=args.disc_steps)
+    if args.disc_max_acc is not None:
+        config.update(disc_max_acc=args.disc_max_acc)
     ckpt = Checkpointer(args.out, keep=2, config=config)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
@@ -268,11 +272,16 @@ def train_rollout(args) -> dict:
         ema.update(acc.unwrap_model(model))
         if adversarial:  # then the discriminator, on the blocks just made (detached) and the real clips
             set_lr(disc_opt, lr_at(step, args.disc_lr, args.warmup, args.steps, final_frac=1.0))
-            for _ in range(args.disc_steps):
-                disc_loss, disc_stats = discriminator_loss(disc, pairs.real, pairs.fake, pairs.text, args.r1)
+
+            def disc_step(disc_loss):
                 acc.backward(disc_loss)
                 optimizer_step(acc, disc.parameters(), disc_opt)
-            extra.update(disc_loss=disc_loss.item(), **disc_stats)
+
+            disc_loss, disc_stats = update_discriminator(disc, pairs.real, pairs.fake, pairs.text, args.r1,
+                                                         args.disc_steps, disc_step, args.disc_max_acc)
+            if args.disc_max_acc is None:  # runs without the balance keep their log's columns (and resume)
+                disc_stats.pop("disc_updates")
+            extra.update(disc_loss=disc_loss, **disc_stats)
         state.step = step + 1
         means.add(loss=loss.item(), grad_norm=grad_norm, **extra)
         log_and_checkpoint(args, acc, state, means, log, bar, lambda: ckpt.save(acc, state, nets, opts, ema),
