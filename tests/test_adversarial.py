@@ -4,7 +4,8 @@ world's crisp objects from smears, its losses send gradients where they should, 
 import torch
 import torch.nn.functional as F
 
-from videossm.train.adversarial import BlockDiscriminator, discriminator_loss, generator_loss, pooled_text
+from videossm.train.adversarial import (BlockDiscriminator, discriminator_loss, generator_loss, pooled_text,
+                                        update_discriminator)
 
 torch.set_num_threads(1)
 
@@ -68,3 +69,35 @@ def test_pooled_text_takes_the_blocks_prompt():
     text = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)  # [B, NB, L, D]
     torch.testing.assert_close(pooled_text(text, 1), text[:, 1].mean(1))
     torch.testing.assert_close(pooled_text(text[:, 0], 2), text[:, 0].mean(1))
+
+
+def test_a_balanced_discriminator_stops_updating_once_it_wins():
+    """`update_discriminator` with `max_acc` skips its updates on a batch it already tells apart that well;
+    without it, or below the bar, it takes every update."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(2)
+    disc = BlockDiscriminator(text_dim=8, width=8)
+    opt = torch.optim.Adam(disc.parameters(), lr=5e-4, betas=(0.0, 0.99))
+    losses = []
+
+    def step(loss):
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    text = torch.zeros(16, 8)
+    real, fake = _clips(16, gen, False), _clips(16, gen, True)
+    _, stats = update_discriminator(disc, real, fake, text, 0.1, steps=3, step_fn=step, max_acc=0.9)
+    assert stats["disc_updates"] == 3 and len(losses) == 3  # at chance it is below the bar: every update
+    for _ in range(60):  # train it until it wins
+        update_discriminator(disc, _clips(16, gen, False), _clips(16, gen, True), text, 0.1, steps=1, step_fn=step)
+    real, fake = _clips(16, gen, False), _clips(16, gen, True)
+    before = {k: v.clone() for k, v in disc.state_dict().items()}
+    loss, stats = update_discriminator(disc, real, fake, text, 0.1, steps=4, step_fn=step, max_acc=0.9)
+    assert (stats["disc_real_acc"] + stats["disc_fake_acc"]) / 2 >= 0.9, stats
+    assert stats["disc_updates"] == 0 and loss < losses[0]
+    assert all(torch.equal(before[k], v) for k, v in disc.state_dict().items()), "a winning D is left alone"
+    _, stats = update_discriminator(disc, real, fake, text, 0.1, steps=4, step_fn=step)
+    assert stats["disc_updates"] == 4  # unbalanced: it always takes its steps
+    assert not all(torch.equal(before[k], v) for k, v in disc.state_dict().items())

@@ -715,6 +715,16 @@ def test_rollout_stage_with_a_discriminator_resumes_exactly(runs, tmp_path, caps
         assert message in capsys.readouterr().err
     assert run(tmp_path / "bad", 1, "--adversarial-weight", "0", "--pixel-weight", "0") == 2
     assert "leave the stage no loss" in capsys.readouterr().err
+    for value in ("0", "1.5"):
+        assert run(tmp_path / "bad", 1, "--disc-max-acc", value) == 2
+        assert f"--disc-max-acc must be in (0, 1], got {float(value)}" in capsys.readouterr().err
+    # the balance logs how many of its --disc-steps the discriminator took, and is part of the run's config
+    assert run(tmp_path / "balanced", 2, "--disc-max-acc", "0.75") == 0
+    updates = read_csv(tmp_path / "balanced" / "log.csv")["disc_updates"]
+    assert ((updates >= 0) & (updates <= 2)).all(), updates
+    assert "disc_updates" not in whole
+    assert run(tmp_path / "balanced", 3, "--resume") == 2
+    assert "different configuration" in capsys.readouterr().err
 
 
 def test_default_model_is_the_shipped_checkpoint_of_the_memory_mode(runs, tmp_path, monkeypatch):
