@@ -5,6 +5,7 @@ students load and stream."""
 import glob
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -703,6 +704,13 @@ def test_rollout_stage_with_a_discriminator_resumes_exactly(runs, tmp_path, caps
     weights = _ckpt_model(tmp_path / "whole")["model"]
     assert any(k.startswith("disc.") for k in weights) and any(k.startswith("rollout.student.") for k in weights)
     assert VideoSSMPipeline.from_pretrained(str(tmp_path / "whole" / "student")).trained
+    # a checkpoint copied into a new folder exports there, with no log to take final losses from
+    (tmp_path / "copy").mkdir()
+    shutil.copy(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], tmp_path / "copy")
+    assert run(tmp_path / "copy", 3, "--resume") == 0
+    metrics = json.loads((tmp_path / "copy" / "metrics.json").read_text())
+    assert metrics["final_loss"] is None and metrics["steps"] == 3
+    assert VideoSSMPipeline.from_pretrained(str(tmp_path / "copy" / "student")).trained
     # a run of the plain stage cannot be resumed with the term switched on: the configs differ
     assert main(["train", "rollout", "--student", student, "--out", str(tmp_path / "plain"), "--latent-frames", "9",
                  "--steps", "1", "--batch", "1", *runs["common"]]) == 0

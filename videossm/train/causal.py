@@ -56,7 +56,7 @@ from ..models.transformer import VideoSSMTransformer
 from ..sampling.ode import ode_sigmas, sample_ode
 from ..sampling.scheduler import denoising_sigmas
 from ..world import sample_prompt
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, log_and_checkpoint, lr_at,
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, final_mean, log_and_checkpoint, lr_at,
                      optimizer_step, progress, read_csv, set_lr, step_seed, write_json, write_stage_metrics)
 from .data import batch_rng, parse_mixture, step_batch
 from .teacher import weighted_mse
@@ -397,11 +397,10 @@ def train_causal(args) -> dict:
             init = f"continued from {args.init_student} by teacher forcing on world clips"
         export_student(shadow.student, teacher, stream_config, student_dir,
                        f"causal student ({args.memory}), {init}, {state.step} steps (stage 2)")
-        losses = read_csv(log.path)["loss"]
         result = write_stage_metrics(args, acc, state, "causal", memory=args.memory, source=args.source,
                                      init_student=args.init_student, vae=vae_dir,
                                      **({"pairs": args.pairs} if args.source == "teacher" else {}),
-                                     final_loss=round(float(np.mean(losses[-10:])), 5), student_dir=student_dir)
+                                     final_loss=final_mean(read_csv(log.path), "loss"), student_dir=student_dir)
         acc.print(f"saved {student_dir}; final loss {result['final_loss']}")
     acc.wait_for_everyone()
     return result

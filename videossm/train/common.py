@@ -301,6 +301,14 @@ def read_csv(path: str) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
 
 
+def final_mean(cols: dict[str, np.ndarray], column: str, last: int = 10) -> float | None:
+    """The mean of a logged column's last `last` finite values, rounded; None when it logged none (a call
+    that ran no step after resuming, e.g. to export a checkpoint copied into a new folder)."""
+    values = cols.get(column, np.array([]))
+    values = values[np.isfinite(values)]
+    return round(float(np.mean(values[-last:])), 5) if len(values) else None
+
+
 def plot_losses(csv_path: str, png_path: str, title: str | None = None, skip=("step", "lr", "seconds")) -> None:
     """One panel per logged column (raw, and smoothed when long) against the step; log scale for
     positive columns spanning more than 5x."""

@@ -45,7 +45,7 @@ from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import parse_prompt, sample_prompt, switch_candidates
 from .causal import (CausalODELoss, WorldBatches, check_frames, encode_prompts, export_student, load_checkpoint,
                      world_clip_kwargs)
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, lr_at, optimizer_step,
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, final_mean, lr_at, optimizer_step,
                      plot_losses, progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import batch_rng
 
@@ -263,12 +263,11 @@ def _train(args, stage: str) -> dict:
         export_student(shadow, student_pipe, stream_config, student_dir,
                        f"VideoSSM student ({stream_config.memory}), {stage} stage, {state.step} steps")
         cols = read_csv(log.path)
-        dmd = cols["dmd_loss"][np.isfinite(cols["dmd_loss"])]
         result = write_stage_metrics(
             args, acc, state, stage, memory=stream_config.memory, rollout_frames=args.rollout_frames,
             latent_frames=args.latent_frames, regression_weight=args.regression_weight,
-            final_critic_loss=round(float(np.mean(cols["critic_loss"][-10:])), 5),
-            final_dmd_loss=round(float(np.mean(dmd[-10:])), 5) if len(dmd) else None, rollouts=rollout_index + 1,
+            final_critic_loss=final_mean(cols, "critic_loss"), final_dmd_loss=final_mean(cols, "dmd_loss"),
+            rollouts=rollout_index + 1,
             student_dir=student_dir)
         acc.print(f"saved {student_dir}")
     acc.wait_for_everyone()

@@ -50,7 +50,7 @@ from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import sample_training_clip
 from .adversarial import BlockDiscriminator, generator_loss, pooled_text, update_discriminator
 from .causal import check_frames, encode_prompts, export_student, load_checkpoint, same_decoder_vae
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, log_and_checkpoint, lr_at,
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, final_mean, log_and_checkpoint, lr_at,
                      optimizer_step, progress, read_csv, seed_everything, set_lr, step_seed, write_stage_metrics)
 from .data import SINGLE_PROMPT_MIXTURE, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture
 
@@ -298,8 +298,8 @@ def train_rollout(args) -> dict:
         cols = read_csv(log.path)
         result = write_stage_metrics(args, acc, state, "rollout", memory=stream_config.memory, student=args.student,
                                      vae=vae_dir, latent_frames=args.latent_frames,
-                                     final_loss=round(float(np.mean(cols["loss"][-10:])), 5),
-                                     final_object_mse=round(float(np.mean(cols["object_mse"][-10:])), 5),
+                                     final_loss=final_mean(cols, "loss"),
+                                     final_object_mse=final_mean(cols, "object_mse"),
                                      student_dir=student_dir)
         acc.print(f"saved {student_dir}; final loss {result['final_loss']}")
     acc.wait_for_everyone()

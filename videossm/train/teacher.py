@@ -48,7 +48,7 @@ from ..models.transformer import VideoSSMTransformer
 from ..models.vae import StreamingDecoder, to_uint8_frames
 from ..sampling.ode import sample_video_latents, shift_sigma
 from ..world import sample_prompt, vocabulary
-from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, log_and_checkpoint, lr_at,
+from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, final_mean, log_and_checkpoint, lr_at,
                      optimizer_step, progress, read_csv, set_lr, step_seed, write_stage_metrics)
 from .data import (ReplayLatents, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture,
                    step_batch)
@@ -210,9 +210,8 @@ def train_teacher(args) -> dict:
                        f"bidirectional flow-matching teacher, {state.step} steps (stage 1 of the recipe)")
         samples = write_samples(transformer, ema_text, vae, os.path.join(args.out, "samples", "final"),
                                 args.latent_frames, args.sample_steps, args.guidance, StreamConfig().shift)
-        losses = read_csv(log.path).get("loss")  # none when this call ran no step (already at --steps)
         result = write_stage_metrics(args, acc, state, "teacher", batch=args.batch * acc.num_processes,
-                                     final_loss=None if losses is None else round(float(np.mean(losses[-10:])), 5),
+                                     final_loss=final_mean(read_csv(log.path), "loss"),
                                      teacher_dir=teacher_dir,
                                      samples=samples)
         acc.print(f"saved {teacher_dir}; final loss {result['final_loss']}")
