@@ -16,6 +16,11 @@ discriminator cannot win on the decoder's own blur, which the student cannot cha
 
 Losses (non-saturating, as in StyleGAN2): D minimises softplus(D(fake)) + softplus(-D(real)) plus the R1
 penalty r1 / 2 * |dD(real)/dreal|^2; the student minimises softplus(-D(fake)).
+
+Balance. Left alone, a D with several updates per student step wins outright after ~70 steps of the
+rollout stage, and the student then follows large gradients that say only "fake" (its colour fell from
+0.81 to 0.51, docs/TRAINING.md). `update_discriminator(..., max_acc=)` skips D's updates on a batch it
+already tells apart that well (`train rollout --disc-max-acc`).
 """
 
 from __future__ import annotations
