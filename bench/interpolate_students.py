@@ -17,13 +17,10 @@ import os
 import shutil
 import sys
 
-import torch
 from safetensors.torch import load_file, save_file
 
-from videossm.models.vae import VAE_WEIGHTS
+from videossm.models.vae import latent_space_difference, load_vae
 from videossm.weights.checkpoint import CONFIG_NAME, TRANSFORMER_NAME, CheckpointError, read_config
-
-DECODER_PREFIXES = ("decoder.", "post_quant_conv.")
 
 
 def interpolate(base: str, tuned: str, alpha: float, out: str) -> str:
@@ -40,11 +37,13 @@ def interpolate(base: str, tuned: str, alpha: float, out: str) -> str:
     for k, v in tuned_w.items():
         if v.shape != base_w[k].shape:
             raise ValueError(f"{k}: shape {tuple(base_w[k].shape)} in {base}, {tuple(v.shape)} in {tuned}")
-    base_vae = load_file(os.path.join(base, "vae", VAE_WEIGHTS))
-    tuned_vae = load_file(os.path.join(tuned, "vae", VAE_WEIGHTS))
-    for k, v in base_vae.items():
-        if k.startswith(DECODER_PREFIXES) and not torch.equal(v.float(), tuned_vae[k].float()):
-            raise ValueError(f"{base} and {tuned} decode with different VAE decoders ({k} differs)")
+    # compared as train rollout's --vae is: in fp16, the precision a shipped decoder is stored in
+    difference = latent_space_difference(load_vae(os.path.join(base, "vae")), load_vae(os.path.join(tuned, "vae")),
+                                          "decoder", half=True)
+    if difference is not None:
+        what, differ = difference
+        raise ValueError(f"{base} and {tuned} decode with different VAE decoders "
+                         f"({differ[0] if differ else what} differs)")
     mixed = {k: (base_w[k].float().lerp(v.float(), alpha) if v.is_floating_point() else v).contiguous()
              for k, v in tuned_w.items()}
     staging = f"{os.path.normpath(out)}.partial"

@@ -248,6 +248,11 @@ def train_rollout(args) -> dict:
         disc, disc_opt = acc.prepare(disc, disc_opt)
         nets = nn.ModuleDict({"rollout": acc.unwrap_model(model), "disc": acc.unwrap_model(disc)})
         opts = [opt, disc_opt]
+
+        def disc_step(disc_loss):
+            acc.backward(disc_loss)
+            optimizer_step(acc, disc.parameters(), disc_opt)
+
     state = ckpt.resume(acc, nets, opts, ema, require=args.resume)
     main = acc.is_main_process
     log = CSVLogger(os.path.join(args.out, "log.csv"), resume_step=state.step, main=main)
@@ -272,11 +277,6 @@ def train_rollout(args) -> dict:
         ema.update(acc.unwrap_model(model))
         if adversarial:  # then the discriminator, on the blocks just made (detached) and the real clips
             set_lr(disc_opt, lr_at(step, args.disc_lr, args.warmup, args.steps, final_frac=1.0))
-
-            def disc_step(disc_loss):
-                acc.backward(disc_loss)
-                optimizer_step(acc, disc.parameters(), disc_opt)
-
             disc_loss, disc_stats = update_discriminator(disc, pairs.real, pairs.fake, pairs.text, args.r1,
                                                          args.disc_steps, disc_step, args.disc_max_acc)
             if args.disc_max_acc is None:  # runs without the balance keep their log's columns (and resume)
