@@ -888,3 +888,62 @@ def test_model_card_names_a_missing_eval_table(tmp_path, capsys):
     assert main(["train", "card", "--runs", str(tmp_path), "--eval", str(tmp_path / "nope"),
                  "--to", str(tmp_path / "card.md")]) == 2
     assert "holds no table.md" in capsys.readouterr().err
+
+
+def test_rollout_probe_term_reads_every_generated_frame_and_resumes_exactly(runs, tmp_path, capsys):
+    """`train rollout --probe-weight`: a frozen world probe reads each generated block's frames against the clip's
+    records. Alone (--pixel-weight 0) it is the whole loss and trains the student, not the probe; in a run it is
+    logged, part of the run's config, and a resumed run logs what an uninterrupted one does."""
+    from videossm.eval.world.probe import PROBE_DIR, load_probe
+    from videossm.train.probe_term import clip_truth
+    from videossm.train.rollout import RolloutLoss
+    from videossm.world import sample_training_clip
+
+    pipe = load_checkpoint(os.path.join(runs["long"], "student"), "cpu")
+    sc, cfg = pipe.stream_config, pipe.model_config
+    probe = load_probe().requires_grad_(False)
+    gen = torch.Generator().manual_seed(4)
+    context = torch.randn(1, cfg.in_channels, 3, cfg.latent_height, cfg.latent_width, generator=gen)
+    clip = sample_training_clip(2, 33 / 16, cfg.height, 16, {"plain": 1.0})
+    text = pipe.text_encoder.encode(clip.prompt)
+    pixels = torch.from_numpy(clip.frames[:33]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    mask = torch.zeros(1, 1, 33, cfg.height, cfg.width, dtype=torch.bool)
+    model = RolloutLoss(pipe.transformer, sc, pipe.decoder, object_weight=5.0, memory_grad=True, pixel_weight=0.0,
+                        probe=probe, probe_weight=0.5)
+    loss, extra, _ = model(context, text, pixels, mask, [2, 0], seed=3, truth=clip_truth([clip], 33, probe.config))
+    assert abs(loss.item() - 0.5 * extra["probe_loss"]) < 1e-5 and extra["probe_loss"] > 0
+    assert 0 <= extra["probe_read_right"] <= 1 and extra["pixel_loss"] > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.transformer.parameters())
+    assert all(p.grad is None for p in probe.parameters()), "the probe is frozen"
+
+    student = os.path.join(runs["long"], "student")
+
+    def run(out, steps, *extra):
+        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
+                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
+                     "--probe-weight", "0.2", "--probe", PROBE_DIR, *runs["common"], *extra])
+
+    assert run(tmp_path / "whole", 2) == 0
+    assert "the probe eval-world measures with" in capsys.readouterr().out  # the shipped probe: a warning
+    assert run(tmp_path / "split", 1) == 0 and run(tmp_path / "split", 2, "--resume") == 0
+    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    for column in ("loss", "pixel_loss", "probe_loss", "probe_presence", "probe_color", "probe_shape"):
+        assert np.isfinite(whole[column]).all(), column
+        np.testing.assert_allclose(split[column], whole[column], rtol=1e-5, err_msg=column)
+    np.testing.assert_allclose(whole["loss"], whole["pixel_loss"] + 0.2 * whole["probe_loss"], rtol=1e-5)
+    config = torch.load(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
+    assert config["probe_weight"] == 0.2 and config["probe"] == os.path.abspath(PROBE_DIR)
+    assert VideoSSMPipeline.from_pretrained(str(tmp_path / "whole" / "student")).trained
+    assert main(["train", "rollout", "--student", student, "--out", str(tmp_path / "whole"), "--latent-frames", "9",
+                 "--mixture", "plain=0.5,wraparound=0.5", "--steps", "3", "--batch", "1", *runs["common"],
+                 "--resume"]) == 2
+    assert "different configuration" in capsys.readouterr().err
+    for flags, message in ((("--probe-weight", "-1"), "--probe-weight must be >= 0, got -1.0"),
+                           (("--probe-weight", "0", "--pixel-weight", "0"), "leave the stage no loss"),
+                           (("--probe-weight", "0"), f"--probe {PROBE_DIR} is unused without --probe-weight > 0")):
+        assert run(tmp_path / "bad", 1, *flags) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", "rollout", "--student", student, "--out", str(tmp_path / "bad"), "--latent-frames", "9",
+                 "--probe-weight", "1", *runs["common"]]) == 2
+    assert "--probe-weight 1.0 needs --probe PROBE_DIR" in capsys.readouterr().err

@@ -203,6 +203,12 @@ def add_rollout_args(p) -> None:
                         "from real clips with this mean accuracy (e.g. 0.75; default: it always takes --disc-steps). "
                         "Keeps it from winning outright, which sends the student large, uninformative gradients")
     p.add_argument("--disc-width", type=int, default=32, help="channels of the discriminator's first layer")
+    p.add_argument("--probe-weight", type=float, default=0.0,
+                   help="weight of a frozen world probe's verdict on each generated frame against the clip's records: "
+                        "object in view or not, its colour and shape (0: off); see videossm/train/probe_term.py")
+    p.add_argument("--probe", default=None, metavar="PROBE_DIR",
+                   help="the probe of --probe-weight (train probe's --out). Not the shipped assets/probe, which "
+                        "eval-world measures with: e.g. train probe --seed 1 --out runs/probe-judge")
     p.add_argument("--r1", type=float, default=0.1, help="R1 penalty on the discriminator's real inputs (0: off)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=2)

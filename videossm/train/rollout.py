@@ -27,6 +27,8 @@ One step, per clip of `--latent-frames` latent frames (42 = 10.5 s: a wrapping o
    the student's (they are cheap beside the rollout).
    A squared error alone answers doubt (where will the wrapped object come back?) with a faint smear; the
    discriminator rejects smears (Self-Forcing's GAN objective, here without a teacher).
+5. With `--probe-weight W` > 0, a frozen world probe (`--probe`, `probe_term.py`) reads every generated
+   frame and is asked the clip's records: the object in view or not, its colour and shape, wherever drawn.
 
 The loss is in pixels, so it needs the decoder alone, which every student carries: an encoder recovered for
 a shipped decoder (`train vae --decoder-from`) finds other latents than the student's own, and here those
@@ -48,11 +50,13 @@ from ..config import ConfigError, first_pixel_frame, pixel_frames_for
 from ..models.vae import StreamingDecoder
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import sample_training_clip
+from ..eval.world.probe import ProbeConfig, WorldProbe
 from .adversarial import BlockDiscriminator, generator_loss, pooled_text, update_discriminator
 from .causal import check_frames, encode_prompts, export_student, load_checkpoint, same_decoder_vae
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, final_mean, log_and_checkpoint, lr_at,
                      optimizer_step, progress, read_csv, seed_everything, set_lr, step_seed, write_stage_metrics)
 from .data import SINGLE_PROMPT_MIXTURE, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture
+from .probe_term import FrameTruth, clip_truth, load_judge, probe_term
 
 
 @dataclasses.dataclass
@@ -64,20 +68,22 @@ class RolloutClips:
     object_mask: torch.Tensor  # [B, 1, T, H, W] bool, the object's exact pixels
     prompts: list[str]
     seen: torch.Tensor | None = None  # [B, 3, T, H, W] the clip through the VAE (encoded, decoded), with a decoder
+    truth: FrameTruth | None = None  # [B, T] the world's answers per frame, with a probe config
 
 
 class WorldRollouts:
     """Renders single-prompt world clips of `latent_frames` and encodes their first `context_frames` latent
     frames with `vae` (the clip's later frames are only targets, in pixels); prompts of `split`. With a
     `decoder` (a StreamingDecoder) the whole clip is encoded and decoded as well (`RolloutClips.seen`: the
-    real clips of the adversarial term), and the context is the first latent frames of that encoding."""
+    real clips of the adversarial term), and the context is the first latent frames of that encoding. With a
+    `probe_config` each frame's record is read into `RolloutClips.truth` (the probe term's targets)."""
 
     def __init__(self, vae, model_config, latent_frames: int, context_frames: int,
                  mixture: dict[str, float] | None = None, split: str = "train",
-                 decoder: StreamingDecoder | None = None):
+                 decoder: StreamingDecoder | None = None, probe_config: ProbeConfig | None = None):
         self.latents = WorldLatents(vae, model_config, context_frames, mixture or SINGLE_PROMPT_MIXTURE)
         self.config, self.mixture, self.split = model_config, mixture or SINGLE_PROMPT_MIXTURE, split
-        self.decoder, self.context_frames = decoder, context_frames
+        self.decoder, self.context_frames, self.probe_config = decoder, context_frames, probe_config
         self.pixel_frames = pixel_frames_for(latent_frames, model_config.vae_scale_temporal)
         self.context_pixels = pixel_frames_for(context_frames, model_config.vae_scale_temporal)
 
@@ -96,8 +102,9 @@ class WorldRollouts:
             latents = self.latents.encode(frames)  # [B, C, F, h, w]
             context = latents[:, :, : self.context_frames]
             seen = self.decoder.decode(self.decoder.new_state(), latents).float().cpu()  # [B, 3, T, H, W]
+        truth = None if self.probe_config is None else clip_truth(clips, self.pixel_frames, self.probe_config)
         return RolloutClips(context=context.cpu(), pixels=pixels, object_mask=torch.from_numpy(masks)[:, None],
-                            prompts=[c.prompt for c in clips], seen=seen)
+                            prompts=[c.prompt for c in clips], seen=seen, truth=truth)
 
 
 @dataclasses.dataclass
@@ -133,7 +140,8 @@ class RolloutLoss(nn.Module):
     decoded and compared with the clip's frames (one module, for DDP)."""
 
     def __init__(self, student, stream_config, decoder, object_weight: float, memory_grad: bool,
-                 pixel_weight: float = 1.0, adversarial_weight: float = 0.0):
+                 pixel_weight: float = 1.0, adversarial_weight: float = 0.0, probe: WorldProbe | None = None,
+                 probe_weight: float = 0.0):
         super().__init__()
         self.student, self.stream_config = student, stream_config
         self.generator = StreamingGenerator(student, stream_config)
@@ -142,19 +150,22 @@ class RolloutLoss(nn.Module):
         self.object_weight, self.memory_grad = object_weight, memory_grad and stream_config.uses_memory
         self.pixel_weight, self.adversarial_weight = pixel_weight, adversarial_weight
         self.history_frames = student.config.vae_scale_temporal  # pixel frames before a block that D sees
+        self.probe, self.probe_weight = [probe], probe_weight  # frozen; in a list, not a submodule
 
     def forward(self, context: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor, object_mask: torch.Tensor,
-                exit_steps: list[int], seed: int, disc: nn.Module | None = None, seen: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
+                exit_steps: list[int], seed: int, disc: nn.Module | None = None, seen: torch.Tensor | None = None,
+                truth: FrameTruth | None = None) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
         """context [B, C, Fc, h, w], text [B, L, D], pixels [B, 3, T, H, W], object_mask [B, 1, T, H, W];
-        exit_steps: one per generated block. Returns the loss (pixel_weight x the mean block loss, plus, with a
+        exit_steps: one per generated block. Returns the loss (pixel_weight x the mean block loss; plus, with a
         discriminator `disc` and the clips through the VAE `seen` [B, 3, T, H, W], adversarial_weight x its
-        generator term), the logged parts, and the detached (real, fake) clips for the discriminator's step."""
+        generator term; plus, with the frames' `truth` [B, T], probe_weight x the mean block probe term), the
+        logged parts, and the detached (real, fake) clips for the discriminator's step."""
+        judge = self.probe[0] if self.probe_weight > 0 else None
         decoder = self.decoder[0]
         temporal, history = self.student.config.vae_scale_temporal, self.history_frames
         state = start_from_context(self.generator, decoder, context, text, seed)
         weight = 1 + (self.object_weight - 1) * object_mask.float()  # [B, 1, T, H, W]
-        losses, object_sq, object_n = [], 0.0, 0.0
+        losses, object_sq, object_n, judged = [], 0.0, 0.0, []
         fakes, reals, texts = [], [], []
         for block, exit_step in enumerate(exit_steps):
             f0 = state.frame_index
@@ -164,6 +175,8 @@ class RolloutLoss(nn.Module):
             p0, p1 = first_pixel_frame(f0, temporal), first_pixel_frame(f0 + x0.shape[2], temporal)
             target, mask = pixels[:, :, p0:p1], object_mask[:, :, p0:p1]
             losses.append(pixel_weighted_mse(pred, target, weight[:, :, p0:p1]))
+            if judge is not None:
+                judged.append(probe_term(judge, pred, truth.span(p0, p1)))
             with torch.no_grad():
                 err = (pred - target).pow(2).mean(1, keepdim=True)  # [B, 1, Tb, H, W]
                 object_sq += float((err * mask).sum())
@@ -176,6 +189,11 @@ class RolloutLoss(nn.Module):
         pixel_loss = torch.stack(losses).mean()
         extra = {"object_mse": object_sq / max(object_n, 1.0)}
         loss = self.pixel_weight * pixel_loss
+        if judge is not None:
+            term = torch.stack([t for t, _ in judged]).mean()
+            loss = loss + self.probe_weight * term
+            extra.update(pixel_loss=pixel_loss.item(), probe_loss=term.item(),
+                         **{k: float(np.mean([s[k] for _, s in judged])) for k in judged[0][1]})
         if disc is None:
             return loss, extra, None
         extra["pixel_loss"] = pixel_loss.item()
@@ -191,11 +209,16 @@ def _check(args) -> dict[str, float] | None:
     if not args.object_weight > 0:
         raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
     for flag, value in (("--pixel-weight", args.pixel_weight), ("--adversarial-weight", args.adversarial_weight),
-                        ("--r1", args.r1)):
+                        ("--probe-weight", args.probe_weight), ("--r1", args.r1)):
         if not value >= 0:
             raise ConfigError(f"{flag} must be >= 0, got {value}")
-    if args.pixel_weight == 0 and args.adversarial_weight == 0:
-        raise ConfigError("--pixel-weight 0 and --adversarial-weight 0 leave the stage no loss")
+    if args.pixel_weight == 0 and args.adversarial_weight == 0 and args.probe_weight == 0:
+        raise ConfigError("--pixel-weight 0, --adversarial-weight 0 and --probe-weight 0 leave the stage no loss")
+    if args.probe_weight > 0 and not args.probe:
+        raise ConfigError(f"--probe-weight {args.probe_weight} needs --probe PROBE_DIR (a world probe: train probe "
+                          f"--seed 1 --out runs/probe-judge)")
+    if args.probe and args.probe_weight == 0:
+        raise ConfigError(f"--probe {args.probe} is unused without --probe-weight > 0")
     if args.disc_max_acc is not None and not 0 < args.disc_max_acc <= 1:
         raise ConfigError(f"--disc-max-acc must be in (0, 1], got {args.disc_max_acc}")
     if not args.disc_lr > 0:
@@ -221,12 +244,14 @@ def train_rollout(args) -> dict:
     vae = load_frozen_vae(vae_dir, acc.device)  # refuses a decoder-only VAE, naming `train vae --decoder-from`
     check_geometry(vae, pipe.model_config)
     adversarial = args.adversarial_weight > 0
+    judge = load_judge(args.probe, acc.device) if args.probe_weight > 0 else None
     data = WorldRollouts(vae, pipe.model_config, args.latent_frames, context_frames, mixture,
-                         decoder=pipe.decoder if adversarial else None)
+                         decoder=pipe.decoder if adversarial else None,
+                         probe_config=judge.config if judge is not None else None)
     text_bank: dict[str, torch.Tensor] = {}
     student = pipe.transformer.requires_grad_(True).train()
     model = RolloutLoss(student, stream_config, pipe.decoder, args.object_weight, args.memory_grad,
-                        args.pixel_weight, args.adversarial_weight)
+                        args.pixel_weight, args.adversarial_weight, judge, args.probe_weight)
     config = {
         "stage": "rollout", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "context_blocks": args.context_blocks, "seed": args.seed,
@@ -236,6 +261,8 @@ def train_rollout(args) -> dict:
                       disc_width=args.disc_width, r1=args.r1, disc_steps=args.disc_steps)
     if args.disc_max_acc is not None:
         config.update(disc_max_acc=args.disc_max_acc)
+    if judge is not None:
+        config.update(probe=os.path.abspath(args.probe), probe_weight=args.probe_weight)
     ckpt = Checkpointer(args.out, keep=2, config=config)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
@@ -271,7 +298,8 @@ def train_rollout(args) -> dict:
             clips.context.to(acc.device), text, clips.pixels.to(acc.device), clips.object_mask.to(acc.device),
             exit_steps, step_seed(args.seed, acc.process_index, step),
             disc=acc.unwrap_model(disc) if adversarial else None,
-            seen=clips.seen.to(acc.device) if adversarial else None)
+            seen=clips.seen.to(acc.device) if adversarial else None,
+            truth=clips.truth.to(acc.device) if judge is not None else None)
         acc.backward(loss)
         grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))

@@ -144,11 +144,15 @@ class WorldProbe(nn.Module):
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
             raise ValueError(f"the probe reads uint8 frames [T, H, W, 3], got {tuple(frames.shape)} {frames.dtype}")
         pixels = frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [T, 3, H, W]
+        return self.resize(pixels.to(self.center.weight.device))
+
+    def resize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """float frames [T, 3, H, W] in [-1, 1] -> [T, 3, S, S] at the probe's input size (differentiable)."""
         size = self.config.input_size
         if pixels.shape[-2:] != (size, size):
             mode = "area" if min(pixels.shape[-2:]) >= size else "bilinear"
             pixels = F.interpolate(pixels, size=(size, size), mode=mode)
-        return pixels.to(self.center.weight.device)
+        return pixels
 
     def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.trunk(pixels)  # [B, C, G, G]
@@ -208,14 +212,19 @@ def frames_with_truth(clips: list[Clip], rng: np.random.Generator, per_clip: int
     for clip in clips:
         height, width = clip.frames.shape[1:3]
         for i in rng.choice(len(clip.frames), size=min(per_clip, len(clip.frames)), replace=False):
-            rec = clip.records[int(i)]
             frames.append(clip.frames[i])
-            rows.append(((rec.x + 0.5) / width, (rec.y + 0.5) / height,
-                         rec.visible and rec.visible_fraction >= config.present_min_visible,
-                         rec.visible and rec.visible_fraction >= config.attribute_min_visible,
-                         COLORS.index(rec.color), SHAPES.index(rec.shape)))
+            rows.append(record_truth(clip.records[int(i)], width, height, config))
     x, y, present, attribute, color, shape = (np.array(c) for c in zip(*rows))
     return ProbeBatch(np.stack(frames), x, y, present, attribute, color, shape)
+
+
+def record_truth(rec, width: int, height: int, config: ProbeConfig) -> tuple[float, float, bool, bool, int, int]:
+    """The probe's targets for one frame's record: centre (fractions of the frame), present, nameable (enough
+    in view to name its colour and shape), colour and shape indices."""
+    return ((rec.x + 0.5) / width, (rec.y + 0.5) / height,
+            rec.visible and rec.visible_fraction >= config.present_min_visible,
+            rec.visible and rec.visible_fraction >= config.attribute_min_visible,
+            COLORS.index(rec.color), SHAPES.index(rec.shape))
 
 
 def gaussian_blur(pixels: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -398,6 +407,9 @@ def train_probe(config: ProbeConfig, out_dir: str, progress: bool = True, vae_di
             bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
     report = validate(probe, sets, config)
     vae_flags = f" --vae {vae_dir} --vae-share {config.vae_share} --vae-clips {config.vae_clips}" if vae_dir else ""
+    defaults = ProbeConfig()
+    vae_flags += "".join(f" --{name} {getattr(config, name)}" for name in ("batch", "lr", "seed")
+                         if getattr(config, name) != getattr(defaults, name))
     result = {"config": config.to_dict(), "validation": report, "train_seconds": time.perf_counter() - started,
               "wall_seconds": time.perf_counter() - begun, "hardware": hardware(),
               "final_loss": {k: float(np.mean([p[k] for p in losses[-50:]])) for k in losses[-1]},
