@@ -947,3 +947,59 @@ def test_rollout_probe_term_reads_every_generated_frame_and_resumes_exactly(runs
     assert main(["train", "rollout", "--student", student, "--out", str(tmp_path / "bad"), "--latent-frames", "9",
                  "--probe-weight", "1", *runs["common"]]) == 2
     assert "--probe-weight 1.0 needs --probe PROBE_DIR" in capsys.readouterr().err
+
+
+def test_rollout_color_term_compares_each_frame_with_the_world_through_the_vae(runs, tmp_path, capsys):
+    """`train rollout --color-weight`: each generated block's share of the object's colour against the same frames
+    of the clip through the VAE. Alone (--pixel-weight 0) it is the whole loss and trains the student; in a run it
+    is logged, part of the run's config, and a resumed run logs what an uninterrupted one does."""
+    from videossm.train.color_term import color_area_term, object_rgb
+    from videossm.train.rollout import RolloutLoss
+
+    pipe = load_checkpoint(os.path.join(runs["long"], "student"), "cpu")
+    sc, cfg = pipe.stream_config, pipe.model_config
+    gen = torch.Generator().manual_seed(4)
+    context = torch.randn(1, cfg.in_channels, 3, cfg.latent_height, cfg.latent_width, generator=gen)
+    text = pipe.text_encoder.encode("a red circle moving right on a gray background")
+    frames = 1 + 4 * 8  # the context block and 2 generated blocks
+    pixels = torch.rand(1, 3, frames, cfg.height, cfg.width, generator=gen) * 2 - 1
+    mask = torch.zeros(1, 1, frames, cfg.height, cfg.width, dtype=torch.bool)
+    mask[..., 4:10, 4:10] = True
+    seen = pixels.clone()
+    seen[:, :, 9:21] = torch.tensor([220, 30, 30]).view(1, 3, 1, 1, 1) / 127.5 - 1  # block 1's frames all red
+    rgb = object_rgb(["red"])
+    model = RolloutLoss(pipe.transformer, sc, pipe.decoder, object_weight=5.0, memory_grad=True, pixel_weight=0.0,
+                        color_weight=0.5)
+    loss, extra, _ = model(context, text, pixels, mask, [2, 0], seed=3, seen=seen, rgb=rgb)
+    assert abs(loss.item() - 0.5 * extra["color_loss"]) < 1e-6
+    share = 36 / cfg.height / cfg.width
+    # block 1 asks for a whole frame of red (1 / share per frame); a student's frames are far from that
+    assert extra["color_loss"] > 0.4 / share and extra["color_share_world"] > 0.45
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.transformer.parameters())
+    with torch.no_grad():  # the term's value is the mean of the blocks' terms against their own frames
+        term, _ = color_area_term(seen[:, :, 9:21], seen[:, :, 9:21], rgb, torch.tensor([share]), 0.25)
+    assert term.item() == 0
+
+    student = os.path.join(runs["long"], "student")
+
+    def run(out, steps, *extra):
+        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
+                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
+                     "--color-weight", "0.3", *runs["common"], *extra])
+
+    assert run(tmp_path / "whole", 2) == 0
+    assert run(tmp_path / "split", 1) == 0 and run(tmp_path / "split", 2, "--resume") == 0
+    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    for column in ("loss", "pixel_loss", "color_loss", "color_share_made", "color_share_world"):
+        assert np.isfinite(whole[column]).all(), column
+        np.testing.assert_allclose(split[column], whole[column], rtol=1e-5, err_msg=column)
+    np.testing.assert_allclose(whole["loss"], whole["pixel_loss"] + 0.3 * whole["color_loss"], rtol=1e-5)
+    config = torch.load(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
+    assert config["color_weight"] == 0.3 and config["color_sigma"] == 0.25
+    assert VideoSSMPipeline.from_pretrained(str(tmp_path / "whole" / "student")).trained
+    for flags, message in ((("--color-weight", "-1"), "--color-weight must be >= 0, got -1.0"),
+                           (("--color-sigma", "0"), "--color-sigma must be > 0, got 0.0"),
+                           (("--color-weight", "0", "--pixel-weight", "0"), "leave the stage no loss")):
+        assert run(tmp_path / "bad", 1, *flags) == 2
+        assert message in capsys.readouterr().err

@@ -203,6 +203,12 @@ def add_rollout_args(p) -> None:
                         "from real clips with this mean accuracy (e.g. 0.75; default: it always takes --disc-steps). "
                         "Keeps it from winning outright, which sends the student large, uninformative gradients")
     p.add_argument("--disc-width", type=int, default=32, help="channels of the discriminator's first layer")
+    p.add_argument("--color-weight", type=float, default=0.0,
+                   help="weight of the colour-area term: each generated frame holds as much of the object's exact "
+                        "colour as the clip's frame through --vae, wherever drawn (0: off); see "
+                        "videossm/train/color_term.py")
+    p.add_argument("--color-sigma", type=float, default=0.25,
+                   help="width of a pixel's colour evidence, in [-1, 1] RGB units (the backgrounds sit >= 0.85 away)")
     p.add_argument("--probe-weight", type=float, default=0.0,
                    help="weight of a frozen world probe's verdict on each generated frame against the clip's records: "
                         "object in view or not, its colour and shape (0: off); see videossm/train/probe_term.py")

@@ -29,6 +29,8 @@ One step, per clip of `--latent-frames` latent frames (42 = 10.5 s: a wrapping o
    discriminator rejects smears (Self-Forcing's GAN objective, here without a teacher).
 5. With `--probe-weight W` > 0, a frozen world probe (`--probe`, `probe_term.py`) reads every generated
    frame and is asked the clip's records: the object in view or not, its colour and shape, wherever drawn.
+6. With `--color-weight W` > 0, each generated frame should hold as much of the object's exact colour as the
+   clip's frame through the VAE, wherever it is drawn (`color_term.py`).
 
 The loss is in pixels, so it needs the decoder alone, which every student carries: an encoder recovered for
 a shipped decoder (`train vae --decoder-from`) finds other latents than the student's own, and here those
@@ -56,6 +58,7 @@ from .causal import check_frames, encode_prompts, export_student, load_checkpoin
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, final_mean, log_and_checkpoint, lr_at,
                      optimizer_step, progress, read_csv, seed_everything, set_lr, step_seed, write_stage_metrics)
 from .data import SINGLE_PROMPT_MIXTURE, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture
+from .color_term import color_area_term, object_rgb
 from .probe_term import FrameTruth, clip_truth, load_judge, probe_term
 
 
@@ -69,6 +72,7 @@ class RolloutClips:
     prompts: list[str]
     seen: torch.Tensor | None = None  # [B, 3, T, H, W] the clip through the VAE (encoded, decoded), with a decoder
     truth: FrameTruth | None = None  # [B, T] the world's answers per frame, with a probe config
+    object_rgb: torch.Tensor | None = None  # [B, 3] the objects' exact colours in [-1, 1]
 
 
 class WorldRollouts:
@@ -104,7 +108,8 @@ class WorldRollouts:
             seen = self.decoder.decode(self.decoder.new_state(), latents).float().cpu()  # [B, 3, T, H, W]
         truth = None if self.probe_config is None else clip_truth(clips, self.pixel_frames, self.probe_config)
         return RolloutClips(context=context.cpu(), pixels=pixels, object_mask=torch.from_numpy(masks)[:, None],
-                            prompts=[c.prompt for c in clips], seen=seen, truth=truth)
+                            prompts=[c.prompt for c in clips], seen=seen, truth=truth,
+                            object_rgb=object_rgb([c.records[0].color for c in clips]))
 
 
 @dataclasses.dataclass
@@ -141,7 +146,7 @@ class RolloutLoss(nn.Module):
 
     def __init__(self, student, stream_config, decoder, object_weight: float, memory_grad: bool,
                  pixel_weight: float = 1.0, adversarial_weight: float = 0.0, probe: WorldProbe | None = None,
-                 probe_weight: float = 0.0):
+                 probe_weight: float = 0.0, color_weight: float = 0.0, color_sigma: float = 0.25):
         super().__init__()
         self.student, self.stream_config = student, stream_config
         self.generator = StreamingGenerator(student, stream_config)
@@ -151,21 +156,26 @@ class RolloutLoss(nn.Module):
         self.pixel_weight, self.adversarial_weight = pixel_weight, adversarial_weight
         self.history_frames = student.config.vae_scale_temporal  # pixel frames before a block that D sees
         self.probe, self.probe_weight = [probe], probe_weight  # frozen; in a list, not a submodule
+        self.color_weight, self.color_sigma = color_weight, color_sigma
 
     def forward(self, context: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor, object_mask: torch.Tensor,
                 exit_steps: list[int], seed: int, disc: nn.Module | None = None, seen: torch.Tensor | None = None,
-                truth: FrameTruth | None = None) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
+                truth: FrameTruth | None = None, rgb: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
         """context [B, C, Fc, h, w], text [B, L, D], pixels [B, 3, T, H, W], object_mask [B, 1, T, H, W];
         exit_steps: one per generated block. Returns the loss (pixel_weight x the mean block loss; plus, with a
         discriminator `disc` and the clips through the VAE `seen` [B, 3, T, H, W], adversarial_weight x its
-        generator term; plus, with the frames' `truth` [B, T], probe_weight x the mean block probe term), the
+        generator term; plus, with the frames' `truth` [B, T], probe_weight x the mean block probe term; plus,
+        with `seen` and the objects' colours `rgb` [B, 3], color_weight x the mean block colour-area term), the
         logged parts, and the detached (real, fake) clips for the discriminator's step."""
         judge = self.probe[0] if self.probe_weight > 0 else None
         decoder = self.decoder[0]
         temporal, history = self.student.config.vae_scale_temporal, self.history_frames
         state = start_from_context(self.generator, decoder, context, text, seed)
         weight = 1 + (self.object_weight - 1) * object_mask.float()  # [B, 1, T, H, W]
-        losses, object_sq, object_n, judged = [], 0.0, 0.0, []
+        losses, object_sq, object_n, judged, colored = [], 0.0, 0.0, [], []
+        if self.color_weight > 0:
+            object_share = object_mask[:, 0].flatten(2).float().mean(2).amax(1).clamp(min=1e-3)  # [B]
         fakes, reals, texts = [], [], []
         for block, exit_step in enumerate(exit_steps):
             f0 = state.frame_index
@@ -177,6 +187,8 @@ class RolloutLoss(nn.Module):
             losses.append(pixel_weighted_mse(pred, target, weight[:, :, p0:p1]))
             if judge is not None:
                 judged.append(probe_term(judge, pred, truth.span(p0, p1)))
+            if self.color_weight > 0:
+                colored.append(color_area_term(pred, seen[:, :, p0:p1], rgb, object_share, self.color_sigma))
             with torch.no_grad():
                 err = (pred - target).pow(2).mean(1, keepdim=True)  # [B, 1, Tb, H, W]
                 object_sq += float((err * mask).sum())
@@ -194,6 +206,11 @@ class RolloutLoss(nn.Module):
             loss = loss + self.probe_weight * term
             extra.update(pixel_loss=pixel_loss.item(), probe_loss=term.item(),
                          **{k: float(np.mean([s[k] for _, s in judged])) for k in judged[0][1]})
+        if colored:
+            term = torch.stack([t for t, _ in colored]).mean()
+            loss = loss + self.color_weight * term
+            extra.update(pixel_loss=pixel_loss.item(), color_loss=term.item(),
+                         **{k: float(np.mean([s[k] for _, s in colored])) for k in colored[0][1]})
         if disc is None:
             return loss, extra, None
         extra["pixel_loss"] = pixel_loss.item()
@@ -209,11 +226,14 @@ def _check(args) -> dict[str, float] | None:
     if not args.object_weight > 0:
         raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
     for flag, value in (("--pixel-weight", args.pixel_weight), ("--adversarial-weight", args.adversarial_weight),
-                        ("--probe-weight", args.probe_weight), ("--r1", args.r1)):
+                        ("--probe-weight", args.probe_weight), ("--color-weight", args.color_weight), ("--r1", args.r1)):
         if not value >= 0:
             raise ConfigError(f"{flag} must be >= 0, got {value}")
-    if args.pixel_weight == 0 and args.adversarial_weight == 0 and args.probe_weight == 0:
-        raise ConfigError("--pixel-weight 0, --adversarial-weight 0 and --probe-weight 0 leave the stage no loss")
+    if not args.color_sigma > 0:
+        raise ConfigError(f"--color-sigma must be > 0, got {args.color_sigma}")
+    if args.pixel_weight == 0 and args.adversarial_weight == 0 and args.probe_weight == 0 and args.color_weight == 0:
+        raise ConfigError("--pixel-weight 0, --adversarial-weight 0, --probe-weight 0 and --color-weight 0 leave the "
+                          "stage no loss")
     if args.probe_weight > 0 and not args.probe:
         raise ConfigError(f"--probe-weight {args.probe_weight} needs --probe PROBE_DIR (a world probe: train probe "
                           f"--seed 1 --out runs/probe-judge)")
@@ -246,12 +266,13 @@ def train_rollout(args) -> dict:
     adversarial = args.adversarial_weight > 0
     judge = load_judge(args.probe, acc.device) if args.probe_weight > 0 else None
     data = WorldRollouts(vae, pipe.model_config, args.latent_frames, context_frames, mixture,
-                         decoder=pipe.decoder if adversarial else None,
+                         decoder=pipe.decoder if adversarial or args.color_weight > 0 else None,
                          probe_config=judge.config if judge is not None else None)
     text_bank: dict[str, torch.Tensor] = {}
     student = pipe.transformer.requires_grad_(True).train()
     model = RolloutLoss(student, stream_config, pipe.decoder, args.object_weight, args.memory_grad,
-                        args.pixel_weight, args.adversarial_weight, judge, args.probe_weight)
+                        args.pixel_weight, args.adversarial_weight, judge, args.probe_weight, args.color_weight,
+                        args.color_sigma)
     config = {
         "stage": "rollout", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "context_blocks": args.context_blocks, "seed": args.seed,
@@ -263,6 +284,8 @@ def train_rollout(args) -> dict:
         config.update(disc_max_acc=args.disc_max_acc)
     if judge is not None:
         config.update(probe=os.path.abspath(args.probe), probe_weight=args.probe_weight)
+    if args.color_weight > 0:
+        config.update(color_weight=args.color_weight, color_sigma=args.color_sigma)
     ckpt = Checkpointer(args.out, keep=2, config=config)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
@@ -298,8 +321,8 @@ def train_rollout(args) -> dict:
             clips.context.to(acc.device), text, clips.pixels.to(acc.device), clips.object_mask.to(acc.device),
             exit_steps, step_seed(args.seed, acc.process_index, step),
             disc=acc.unwrap_model(disc) if adversarial else None,
-            seen=clips.seen.to(acc.device) if adversarial else None,
-            truth=clips.truth.to(acc.device) if judge is not None else None)
+            seen=clips.seen.to(acc.device) if clips.seen is not None else None,
+            truth=clips.truth.to(acc.device) if judge is not None else None, rgb=clips.object_rgb.to(acc.device))
         acc.backward(loss)
         grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
