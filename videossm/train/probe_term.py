@@ -18,6 +18,10 @@ The terms, per frame, from the probe's softmax over "centre in cell c" and "no o
 Goodhart. The eval-world metrics read the shipped probe (assets/probe). A student trained against that same
 probe may learn its blind spots, and the table would flatter it. Train with a probe of its own
 (`train probe --seed 1 --out runs/probe-judge`) and check the videos by eye.
+
+Measured (docs/TRAINING.md, "Judging the object wherever it is drawn"): with such a probe, 100 steps taught
+the student the judge's blind spot, a lattice of faint dots that raises every cell's score (held-out colour
+0.99 -> 0.26). "Some cell" is a logsumexp over cells; many weak detections raise it most cheaply.
 """
 
 from __future__ import annotations
