@@ -201,19 +201,16 @@ class RolloutLoss(nn.Module):
         pixel_loss = torch.stack(losses).mean()
         extra = {"object_mse": object_sq / max(object_n, 1.0)}
         loss = self.pixel_weight * pixel_loss
-        if judge is not None:
-            term = torch.stack([t for t, _ in judged]).mean()
-            loss = loss + self.probe_weight * term
-            extra.update(pixel_loss=pixel_loss.item(), probe_loss=term.item(),
-                         **{k: float(np.mean([s[k] for _, s in judged])) for k in judged[0][1]})
-        if colored:
-            term = torch.stack([t for t, _ in colored]).mean()
-            loss = loss + self.color_weight * term
-            extra.update(pixel_loss=pixel_loss.item(), color_loss=term.item(),
-                         **{k: float(np.mean([s[k] for _, s in colored])) for k in colored[0][1]})
+        if judged or colored or disc is not None:  # the pixel loss is one part of several: log it apart
+            extra["pixel_loss"] = pixel_loss.item()
+        for name, weight, parts in (("probe_loss", self.probe_weight, judged), ("color_loss", self.color_weight, colored)):
+            if parts:  # the mean over blocks of a per-block term, and of each of its logged parts
+                term = torch.stack([t for t, _ in parts]).mean()
+                loss = loss + weight * term
+                extra[name] = term.item()
+                extra.update({k: float(np.mean([s[k] for _, s in parts])) for k in parts[0][1]})
         if disc is None:
             return loss, extra, None
-        extra["pixel_loss"] = pixel_loss.item()
         fake, text_pooled = torch.cat(fakes), torch.cat(texts)  # [B * blocks, 3, T, H, W], [B * blocks, D]
         adversarial = generator_loss(disc, fake, text_pooled)
         extra["adv_loss"] = adversarial.item()

@@ -406,15 +406,15 @@ def train_probe(config: ProbeConfig, out_dir: str, progress: bool = True, vae_di
         if step % 20 == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
     report = validate(probe, sets, config)
-    vae_flags = f" --vae {vae_dir} --vae-share {config.vae_share} --vae-clips {config.vae_clips}" if vae_dir else ""
+    flags = f" --vae {vae_dir} --vae-share {config.vae_share} --vae-clips {config.vae_clips}" if vae_dir else ""
     defaults = ProbeConfig()
-    vae_flags += "".join(f" --{name} {getattr(config, name)}" for name in ("batch", "lr", "seed")
-                         if getattr(config, name) != getattr(defaults, name))
+    flags += "".join(f" --{name} {getattr(config, name)}" for name in ("batch", "lr", "seed")
+                     if getattr(config, name) != getattr(defaults, name))
     result = {"config": config.to_dict(), "validation": report, "train_seconds": time.perf_counter() - started,
               "wall_seconds": time.perf_counter() - begun, "hardware": hardware(),
               "final_loss": {k: float(np.mean([p[k] for p in losses[-50:]])) for k in losses[-1]},
               "parameters": sum(p.numel() for p in probe.parameters()), "vae": vae_dir,
-              "command": f"python -m videossm train probe --out {out_dir} --steps {config.steps}{vae_flags}"}
+              "command": f"python -m videossm train probe --out {out_dir} --steps {config.steps}{flags}"}
     os.makedirs(out_dir, exist_ok=True)
     tmp = os.path.join(out_dir, f".{WEIGHTS_NAME}.tmp")
     save_file({k: v.contiguous() for k, v in probe.state_dict().items()}, tmp)
