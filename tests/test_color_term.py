@@ -17,6 +17,12 @@ def as_pixels(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
 
 
+def second_copy(clip, world: torch.Tensor) -> torch.Tensor:
+    """world [1, 3, T, H, W] with a second object: its frames' object pasted mirrored top to bottom."""
+    masks = torch.from_numpy(np.stack([clip.object_mask(t) for t in range(world.shape[2])]))  # [T, H, W]
+    return torch.where(masks.flip(-2), world.flip(-2), world)
+
+
 def test_color_share_counts_the_objects_pixels_and_not_the_backgrounds():
     clip = render_clip("a red circle moving right on a brown background", seconds=1.0, size=64, seed=0)
     pixels, rgb = as_pixels(clip.frames), object_rgb(["red"])
@@ -45,7 +51,7 @@ def test_color_area_term_is_blind_to_place_and_rejects_smears_misses_and_copies(
     empty = as_pixels(np.stack([np.where(clip.object_mask(t)[..., None], 128, clip.frames[t])
                                 for t in range(frames)]).astype(np.uint8))  # gray where the object was
     assert color_area_term(empty, world, rgb, object_share, 0.25)[0].item() > 0.9
-    twice = torch.maximum(world, world.flip(-2))  # a second red circle, mirrored top to bottom
+    twice = second_copy(clip, world)
     assert color_area_term(twice, world, rgb, object_share, 0.25)[0].item() > 0.5
     smear_loss.backward()
     grad = smear.grad[0]  # [3, T, H, W]
@@ -53,3 +59,24 @@ def test_color_area_term_is_blind_to_place_and_rejects_smears_misses_and_copies(
     assert reddish.any() and (~reddish).any()
     assert (grad[0][reddish] < 0).float().mean() > 0.9, "a trail's red channel is pushed up (its loss falls)"
     assert grad[:, ~reddish].abs().max() < 1e-2 * grad[:, reddish].abs().max(), "plain background is left alone"
+
+
+def test_one_sided_term_charges_too_little_colour_only():
+    """side "under": a second copy or a recoloured background costs nothing; a missing object costs as before."""
+    clip = render_clip("a red circle moving right on a gray background", seconds=1.0, size=64, seed=0)
+    world = as_pixels(clip.frames[:8])
+    rgb = object_rgb(["red"])
+    object_share = torch.tensor([max(clip.object_mask(t).mean() for t in range(8))], dtype=torch.float32)
+    twice = second_copy(clip, world)
+    assert color_area_term(twice, world, rgb, object_share, 0.25, side="under")[0].item() == 0
+    assert color_area_term(twice, world, rgb, object_share, 0.25, side="both")[0].item() > 0.5
+    empty = as_pixels(np.stack([np.where(clip.object_mask(t)[..., None], 128, clip.frames[t])
+                                for t in range(8)]).astype(np.uint8))
+    under = color_area_term(empty, world, rgb, object_share, 0.25, side="under")[0].item()
+    assert under > 0.9 and abs(under - color_area_term(empty, world, rgb, object_share, 0.25)[0].item()) < 1e-6
+    try:
+        color_area_term(world, world, rgb, object_share, 0.25, side="over")
+    except ValueError as err:
+        assert "side must be one of both, under, got 'over'" in str(err)
+    else:
+        raise AssertionError("an unknown side was accepted")

@@ -996,10 +996,68 @@ def test_rollout_color_term_compares_each_frame_with_the_world_through_the_vae(r
         np.testing.assert_allclose(split[column], whole[column], rtol=1e-5, err_msg=column)
     np.testing.assert_allclose(whole["loss"], whole["pixel_loss"] + 0.3 * whole["color_loss"], rtol=1e-5)
     config = torch.load(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
-    assert config["color_weight"] == 0.3 and config["color_sigma"] == 0.25
+    assert config["color_weight"] == 0.3 and config["color_sigma"] == 0.25 and "color_side" not in config
+    assert run(tmp_path / "under", 1, "--color-side", "under") == 0
+    under = torch.load(sorted((tmp_path / "under").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
+    assert under["color_side"] == "under"
     assert VideoSSMPipeline.from_pretrained(str(tmp_path / "whole" / "student")).trained
     for flags, message in ((("--color-weight", "-1"), "--color-weight must be >= 0, got -1.0"),
                            (("--color-sigma", "0"), "--color-sigma must be > 0, got 0.0"),
                            (("--color-weight", "0", "--pixel-weight", "0"), "leave the stage no loss")):
+        assert run(tmp_path / "bad", 1, *flags) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_rollout_pixel_phase_forgives_the_objects_timing(runs, tmp_path, capsys):
+    """`train rollout --pixel-phase K`: each block's pixel loss is the least over the clip re-drawn with its object
+    up to K frames early or late. Its exact timing's loss is what the plain pixel loss gives the same rollout; the
+    chosen one is never more; in a run it is logged, in the config, and resumes exactly."""
+    from videossm.train.phase_term import phase_targets
+    from videossm.train.rollout import RolloutLoss
+    from videossm.world import sample_training_clip
+
+    pipe = load_checkpoint(os.path.join(runs["long"], "student"), "cpu")
+    sc, cfg = pipe.stream_config, pipe.model_config
+    gen = torch.Generator().manual_seed(4)
+    context = torch.randn(1, cfg.in_channels, 3, cfg.latent_height, cfg.latent_width, generator=gen)
+    clip = sample_training_clip(3, 33 / 16, cfg.height, 16, {"plain": 1.0})
+    text = pipe.text_encoder.encode(clip.prompt)
+    pixels = torch.from_numpy(clip.frames[:33]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    mask = torch.from_numpy(np.stack([clip.object_mask(t) for t in range(33)]))[None, None]
+    losses = {}
+    for phase in (0, 3):
+        model = RolloutLoss(pipe.transformer, sc, pipe.decoder, object_weight=5.0, memory_grad=True,
+                            phase_frames=phase)
+        losses[phase] = model(context, text, pixels, mask, [2, 0], seed=3,
+                              phase=phase_targets([clip], 33, phase) if phase else None)[:2]
+    (plain, _), (tolerant, extra) = losses[0], losses[3]
+    assert abs(extra["pixel_exact"] - plain.item()) < 1e-5 * plain.item()
+    assert 0 < tolerant.item() <= plain.item() + 1e-7 and 0 <= extra["phase_shift"] <= 3
+    tolerant.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.transformer.parameters())
+
+    student = os.path.join(runs["long"], "student")
+
+    def run(out, steps, *extra):
+        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
+                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
+                     *runs["common"], *extra])
+
+    assert run(tmp_path / "whole", 2, "--pixel-phase", "2") == 0
+    assert run(tmp_path / "split", 1, "--pixel-phase", "2") == 0
+    assert run(tmp_path / "split", 2, "--pixel-phase", "2", "--resume") == 0
+    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    for column in ("loss", "phase_shift", "pixel_exact"):
+        assert np.isfinite(whole[column]).all(), column
+        np.testing.assert_allclose(split[column], whole[column], rtol=1e-5, err_msg=column)
+    assert (whole["loss"] <= whole["pixel_exact"] + 1e-7).all()
+    config = torch.load(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
+    assert config["pixel_phase"] == 2
+    assert run(tmp_path / "whole", 3, "--resume") == 2  # the flag is part of the run
+    assert "different configuration" in capsys.readouterr().err
+    for flags, message in ((("--pixel-phase", "-1"), "--pixel-phase must be >= 0 frames, got -1"),
+                           (("--pixel-phase", "2", "--pixel-weight", "0", "--color-weight", "1"),
+                            "--pixel-phase 2 is unused with --pixel-weight 0"),
+                           (("--color-side", "under"), "--color-side under is unused without --color-weight > 0")):
         assert run(tmp_path / "bad", 1, *flags) == 2
         assert message in capsys.readouterr().err

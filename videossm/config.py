@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 MEMORY_MODES = ("hybrid", "sink", "window", "full")
+COLOR_SIDES = ("both", "under")  # the rollout stage's colour-area term: two-sided, or too little colour only
 ROPE_MODES = ("relative", "absolute")
 VAE_LAYOUTS = ("small", "wan2.1")
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import COLOR_SIDES
 from ..world import COLOR_RGB
 
 
@@ -42,12 +43,16 @@ def color_share(pixels: torch.Tensor, rgb: torch.Tensor, sigma: float) -> torch.
 
 
 def color_area_term(pred: torch.Tensor, seen: torch.Tensor, rgb: torch.Tensor, object_share: torch.Tensor,
-                    sigma: float) -> tuple[torch.Tensor, dict[str, float]]:
+                    sigma: float, side: str = "both") -> tuple[torch.Tensor, dict[str, float]]:
     """pred and seen [B, 3, T, H, W] (the student's frames, the world's through the VAE), rgb [B, 3],
     object_share [B] the clip's largest visible object share of a frame (> 0). Returns the mean over frames of
-    |share(pred) - share(seen)| / object_share, and the two mean shares for the log."""
+    |share(pred) - share(seen)| / object_share (side "under": only max(share(seen) - share(pred), 0), so a
+    frame with more of the colour than the world's costs nothing), and the two mean shares for the log."""
+    if side not in COLOR_SIDES:
+        raise ValueError(f"side must be one of {', '.join(COLOR_SIDES)}, got {side!r}")
     made = color_share(pred.clamp(-1, 1), rgb, sigma)  # [B, T]
     with torch.no_grad():
         wanted = color_share(seen, rgb, sigma)
-    loss = ((made - wanted).abs() / object_share[:, None]).mean()
+    gap = (made - wanted).abs() if side == "both" else (wanted - made).clamp(min=0)  # [B, T]
+    loss = (gap / object_share[:, None]).mean()
     return loss, {"color_share_made": made.mean().item(), "color_share_world": wanted.mean().item()}

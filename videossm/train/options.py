@@ -3,7 +3,7 @@ code so that building the CLI parser imports no torch. Each stage reads these na
 
 from __future__ import annotations
 
-from ..config import MEMORY_MODES, TEACHER_GUIDANCE, TEACHER_SAMPLE_STEPS
+from ..config import COLOR_SIDES, MEMORY_MODES, TEACHER_GUIDANCE, TEACHER_SAMPLE_STEPS
 
 STAGE_DEFAULTS = {  # stage -> defaults that differ between the short and the long stage
     "dmd": dict(rollout_frames=21, steps=2000, switch_prob=0.0, out="runs/dmd"),
@@ -192,6 +192,10 @@ def add_rollout_args(p) -> None:
                         "object covers ~4%% of a 128 px frame")
     p.add_argument("--pixel-weight", type=float, default=1.0,
                    help="weight of the pixel loss against the world's frames (0: the adversarial term alone)")
+    p.add_argument("--pixel-phase", type=int, default=0, metavar="FRAMES",
+                   help="the pixel loss forgives the object's timing: each block counts against the clip with the "
+                        "object drawn up to FRAMES frames early or late along its motion, whichever matches best "
+                        "(0: the exact clip only); see videossm/train/phase_term.py")
     p.add_argument("--adversarial-weight", type=float, default=0.0,
                    help="weight of a discriminator's verdict on each generated block (0: off). The real clips are "
                         "the world's frames through --vae; see videossm/train/adversarial.py")
@@ -209,6 +213,9 @@ def add_rollout_args(p) -> None:
                         "videossm/train/color_term.py")
     p.add_argument("--color-sigma", type=float, default=0.25,
                    help="width of a pixel's colour evidence, in [-1, 1] RGB units (the backgrounds sit >= 0.85 away)")
+    p.add_argument("--color-side", choices=COLOR_SIDES, default="both",
+                   help="both: a frame with more or less of the colour than the world's costs alike; under: only "
+                        "too little costs, so an object drawn where the world has none is not repainted")
     p.add_argument("--probe-weight", type=float, default=0.0,
                    help="weight of a frozen world probe's verdict on each generated frame against the clip's records: "
                         "object in view or not, its colour and shape (0: off); see videossm/train/probe_term.py")

@@ -59,6 +59,7 @@ from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, f
                      optimizer_step, progress, read_csv, seed_everything, set_lr, step_seed, write_stage_metrics)
 from .data import SINGLE_PROMPT_MIXTURE, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture
 from .color_term import color_area_term, object_rgb
+from .phase_term import PhaseTargets, phase_targets, phase_tolerant_mse
 from .probe_term import FrameTruth, clip_truth, load_judge, probe_term
 
 
@@ -73,6 +74,7 @@ class RolloutClips:
     seen: torch.Tensor | None = None  # [B, 3, T, H, W] the clip through the VAE (encoded, decoded), with a decoder
     truth: FrameTruth | None = None  # [B, T] the world's answers per frame, with a probe config
     object_rgb: torch.Tensor | None = None  # [B, 3] the objects' exact colours in [-1, 1]
+    phase: PhaseTargets | None = None  # the clips at other timings of the object, with phase_frames
 
 
 class WorldRollouts:
@@ -80,14 +82,18 @@ class WorldRollouts:
     frames with `vae` (the clip's later frames are only targets, in pixels); prompts of `split`. With a
     `decoder` (a StreamingDecoder) the whole clip is encoded and decoded as well (`RolloutClips.seen`: the
     real clips of the adversarial term), and the context is the first latent frames of that encoding. With a
-    `probe_config` each frame's record is read into `RolloutClips.truth` (the probe term's targets)."""
+    `probe_config` each frame's record is read into `RolloutClips.truth` (the probe term's targets). With
+    `phase_frames` > 0 the clips are also drawn with the object up to that many frames early or late
+    (`RolloutClips.phase`, the targets of the timing-tolerant pixel loss)."""
 
     def __init__(self, vae, model_config, latent_frames: int, context_frames: int,
                  mixture: dict[str, float] | None = None, split: str = "train",
-                 decoder: StreamingDecoder | None = None, probe_config: ProbeConfig | None = None):
+                 decoder: StreamingDecoder | None = None, probe_config: ProbeConfig | None = None,
+                 phase_frames: int = 0):
         self.latents = WorldLatents(vae, model_config, context_frames, mixture or SINGLE_PROMPT_MIXTURE)
         self.config, self.mixture, self.split = model_config, mixture or SINGLE_PROMPT_MIXTURE, split
         self.decoder, self.context_frames, self.probe_config = decoder, context_frames, probe_config
+        self.phase_frames = phase_frames
         self.pixel_frames = pixel_frames_for(latent_frames, model_config.vae_scale_temporal)
         self.context_pixels = pixel_frames_for(context_frames, model_config.vae_scale_temporal)
 
@@ -107,9 +113,10 @@ class WorldRollouts:
             context = latents[:, :, : self.context_frames]
             seen = self.decoder.decode(self.decoder.new_state(), latents).float().cpu()  # [B, 3, T, H, W]
         truth = None if self.probe_config is None else clip_truth(clips, self.pixel_frames, self.probe_config)
+        phase = phase_targets(clips, self.pixel_frames, self.phase_frames) if self.phase_frames else None
         return RolloutClips(context=context.cpu(), pixels=pixels, object_mask=torch.from_numpy(masks)[:, None],
                             prompts=[c.prompt for c in clips], seen=seen, truth=truth,
-                            object_rgb=object_rgb([c.records[0].color for c in clips]))
+                            object_rgb=object_rgb([c.records[0].color for c in clips]), phase=phase)
 
 
 @dataclasses.dataclass
@@ -146,7 +153,8 @@ class RolloutLoss(nn.Module):
 
     def __init__(self, student, stream_config, decoder, object_weight: float, memory_grad: bool,
                  pixel_weight: float = 1.0, adversarial_weight: float = 0.0, probe: WorldProbe | None = None,
-                 probe_weight: float = 0.0, color_weight: float = 0.0, color_sigma: float = 0.25):
+                 probe_weight: float = 0.0, color_weight: float = 0.0, color_sigma: float = 0.25,
+                 color_side: str = "both", phase_frames: int = 0):
         super().__init__()
         self.student, self.stream_config = student, stream_config
         self.generator = StreamingGenerator(student, stream_config)
@@ -156,24 +164,26 @@ class RolloutLoss(nn.Module):
         self.pixel_weight, self.adversarial_weight = pixel_weight, adversarial_weight
         self.history_frames = student.config.vae_scale_temporal  # pixel frames before a block that D sees
         self.probe, self.probe_weight = [probe], probe_weight  # frozen; in a list, not a submodule
-        self.color_weight, self.color_sigma = color_weight, color_sigma
+        self.color_weight, self.color_sigma, self.color_side = color_weight, color_sigma, color_side
+        self.phase_frames = phase_frames
 
     def forward(self, context: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor, object_mask: torch.Tensor,
                 exit_steps: list[int], seed: int, disc: nn.Module | None = None, seen: torch.Tensor | None = None,
-                truth: FrameTruth | None = None, rgb: torch.Tensor | None = None
+                truth: FrameTruth | None = None, rgb: torch.Tensor | None = None, phase: PhaseTargets | None = None
                 ) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
         """context [B, C, Fc, h, w], text [B, L, D], pixels [B, 3, T, H, W], object_mask [B, 1, T, H, W];
         exit_steps: one per generated block. Returns the loss (pixel_weight x the mean block loss; plus, with a
         discriminator `disc` and the clips through the VAE `seen` [B, 3, T, H, W], adversarial_weight x its
         generator term; plus, with the frames' `truth` [B, T], probe_weight x the mean block probe term; plus,
         with `seen` and the objects' colours `rgb` [B, 3], color_weight x the mean block colour-area term), the
-        logged parts, and the detached (real, fake) clips for the discriminator's step."""
+        logged parts, and the detached (real, fake) clips for the discriminator's step. With phase_frames > 0
+        the pixel loss is the timing-tolerant one against `phase` (phase_term.py)."""
         judge = self.probe[0] if self.probe_weight > 0 else None
         decoder = self.decoder[0]
         temporal, history = self.student.config.vae_scale_temporal, self.history_frames
         state = start_from_context(self.generator, decoder, context, text, seed)
         weight = 1 + (self.object_weight - 1) * object_mask.float()  # [B, 1, T, H, W]
-        losses, object_sq, object_n, judged, colored = [], 0.0, 0.0, [], []
+        losses, object_sq, object_n, judged, colored, timings, exact = [], 0.0, 0.0, [], [], [], []
         if self.color_weight > 0:
             object_share = object_mask[:, 0].flatten(2).float().mean(2).amax(1).clamp(min=1e-3)  # [B]
         fakes, reals, texts = [], [], []
@@ -184,11 +194,18 @@ class RolloutLoss(nn.Module):
             pred = decoder.decode_graph(state.decoder, x0).float()  # [B, 3, Tb, H, W]
             p0, p1 = first_pixel_frame(f0, temporal), first_pixel_frame(f0 + x0.shape[2], temporal)
             target, mask = pixels[:, :, p0:p1], object_mask[:, :, p0:p1]
-            losses.append(pixel_weighted_mse(pred, target, weight[:, :, p0:p1]))
+            if self.phase_frames:
+                loss_block, timing, exact_block = phase_tolerant_mse(pred, phase.span(p0, p1), self.object_weight)
+                losses.append(loss_block)
+                timings.append(timing.abs().float().mean().item())
+                exact.append(exact_block.item())
+            else:
+                losses.append(pixel_weighted_mse(pred, target, weight[:, :, p0:p1]))
             if judge is not None:
                 judged.append(probe_term(judge, pred, truth.span(p0, p1)))
             if self.color_weight > 0:
-                colored.append(color_area_term(pred, seen[:, :, p0:p1], rgb, object_share, self.color_sigma))
+                colored.append(color_area_term(pred, seen[:, :, p0:p1], rgb, object_share, self.color_sigma,
+                                                self.color_side))
             with torch.no_grad():
                 err = (pred - target).pow(2).mean(1, keepdim=True)  # [B, 1, Tb, H, W]
                 object_sq += float((err * mask).sum())
@@ -200,6 +217,8 @@ class RolloutLoss(nn.Module):
                 texts.append(pooled_text(text, block))
         pixel_loss = torch.stack(losses).mean()
         extra = {"object_mse": object_sq / max(object_n, 1.0)}
+        if timings:  # how far off the best timing was, in frames, and what the exact one would have cost
+            extra.update(phase_shift=float(np.mean(timings)), pixel_exact=float(np.mean(exact)))
         loss = self.pixel_weight * pixel_loss
         if judged or colored or disc is not None:  # the pixel loss is one part of several: log it apart
             extra["pixel_loss"] = pixel_loss.item()
@@ -220,6 +239,10 @@ class RolloutLoss(nn.Module):
 
 def _check(args) -> dict[str, float] | None:
     check_counts(args, "steps", "batch", "save_every", "log_every", "context_blocks", "disc_width", "disc_steps")
+    if not args.pixel_phase >= 0:
+        raise ConfigError(f"--pixel-phase must be >= 0 frames, got {args.pixel_phase}")
+    if args.pixel_phase and args.pixel_weight == 0:
+        raise ConfigError(f"--pixel-phase {args.pixel_phase} is unused with --pixel-weight 0")
     if not args.object_weight > 0:
         raise ConfigError(f"--object-weight must be > 0, got {args.object_weight}")
     for flag, value in (("--pixel-weight", args.pixel_weight), ("--adversarial-weight", args.adversarial_weight),
@@ -228,6 +251,8 @@ def _check(args) -> dict[str, float] | None:
             raise ConfigError(f"{flag} must be >= 0, got {value}")
     if not args.color_sigma > 0:
         raise ConfigError(f"--color-sigma must be > 0, got {args.color_sigma}")
+    if args.color_side != "both" and args.color_weight == 0:
+        raise ConfigError(f"--color-side {args.color_side} is unused without --color-weight > 0")
     if args.pixel_weight == 0 and args.adversarial_weight == 0 and args.probe_weight == 0 and args.color_weight == 0:
         raise ConfigError("--pixel-weight 0, --adversarial-weight 0, --probe-weight 0 and --color-weight 0 leave the "
                           "stage no loss")
@@ -264,12 +289,12 @@ def train_rollout(args) -> dict:
     judge = load_judge(args.probe, acc.device) if args.probe_weight > 0 else None
     data = WorldRollouts(vae, pipe.model_config, args.latent_frames, context_frames, mixture,
                          decoder=pipe.decoder if adversarial or args.color_weight > 0 else None,
-                         probe_config=judge.config if judge is not None else None)
+                         probe_config=judge.config if judge is not None else None, phase_frames=args.pixel_phase)
     text_bank: dict[str, torch.Tensor] = {}
     student = pipe.transformer.requires_grad_(True).train()
     model = RolloutLoss(student, stream_config, pipe.decoder, args.object_weight, args.memory_grad,
                         args.pixel_weight, args.adversarial_weight, judge, args.probe_weight, args.color_weight,
-                        args.color_sigma)
+                        args.color_sigma, args.color_side, args.pixel_phase)
     config = {
         "stage": "rollout", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "context_blocks": args.context_blocks, "seed": args.seed,
@@ -283,6 +308,10 @@ def train_rollout(args) -> dict:
         config.update(probe=os.path.abspath(args.probe), probe_weight=args.probe_weight)
     if args.color_weight > 0:
         config.update(color_weight=args.color_weight, color_sigma=args.color_sigma)
+        if args.color_side != "both":  # runs from before the option keep their config (and resume)
+            config.update(color_side=args.color_side)
+    if args.pixel_phase:
+        config.update(pixel_phase=args.pixel_phase)
     ckpt = Checkpointer(args.out, keep=2, config=config)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
@@ -319,7 +348,8 @@ def train_rollout(args) -> dict:
             exit_steps, step_seed(args.seed, acc.process_index, step),
             disc=acc.unwrap_model(disc) if adversarial else None,
             seen=clips.seen.to(acc.device) if clips.seen is not None else None,
-            truth=clips.truth.to(acc.device) if judge is not None else None, rgb=clips.object_rgb.to(acc.device))
+            truth=clips.truth.to(acc.device) if judge is not None else None, rgb=clips.object_rgb.to(acc.device),
+            phase=clips.phase.to(acc.device) if clips.phase is not None else None)
         acc.backward(loss)
         grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))

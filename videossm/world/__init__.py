@@ -9,14 +9,14 @@
 
 from .grammar import (BACKGROUNDS, COLORS, FIELDS, MOTIONS, SHAPES, TEMPLATE, PromptSpec, all_prompts,
                       make_prompt, parse_prompt, vocabulary)
-from .renderer import (BACKGROUND_RGB, COLOR_RGB, TEXTURES, TRAINING_MIXTURE, Clip, FrameRecord, render_clip,
-                       sample_training_clip, shape_mask)
+from .renderer import (BACKGROUND_RGB, COLOR_RGB, TEXTURES, TRAINING_MIXTURE, Clip, FrameRecord, background_frames,
+                       render_clip, sample_training_clip, shape_mask)
 from .scenarios import SCENARIOS, WORLD_SCALE, Geometry, make_geometry, min_frames, switch_candidates
 from .splits import (ALL_COMBOS, HELD_OUT_COMBOS, SPLITS, TRAIN_COMBOS, is_held_out, sample_prompt, sample_spec,
                      split_of)
 
 __all__ = [
-    "ALL_COMBOS", "BACKGROUNDS", "BACKGROUND_RGB", "COLORS", "COLOR_RGB", "Clip", "FIELDS", "FrameRecord",
+    "ALL_COMBOS", "BACKGROUNDS", "BACKGROUND_RGB", "background_frames", "COLORS", "COLOR_RGB", "Clip", "FIELDS", "FrameRecord",
     "Geometry", "HELD_OUT_COMBOS", "MOTIONS", "PromptSpec", "SCENARIOS", "SHAPES", "SPLITS", "TEMPLATE",
     "TEXTURES", "TRAINING_MIXTURE", "TRAIN_COMBOS", "WORLD_SCALE", "all_prompts", "is_held_out", "make_geometry",
     "make_prompt", "min_frames", "parse_prompt", "render_clip", "sample_prompt", "sample_spec",

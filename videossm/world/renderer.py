@@ -110,13 +110,14 @@ class Clip:
             raise ValueError(f"unknown record field {name!r}; accepted: {', '.join(FrameRecord.__dataclass_fields__)}")
         return np.array([getattr(r, name) for r in self.records])
 
-    def object_mask(self, index: int) -> np.ndarray:
-        """bool [H, W]: the pixels the object covers in frame `index`."""
+    def object_mask(self, index: int, phase: int = 0) -> np.ndarray:
+        """bool [H, W]: the pixels the object covers in frame `index`; with `phase`, where it would be drawn
+        `phase` frames later (earlier if negative) at that frame's velocity, clipped to the frame."""
         if not 0 <= index < len(self.records):
             raise ValueError(f"frame index must be in [0, {len(self.records) - 1}], got {index!r}")
         rec = self.records[index]
         mask = np.zeros(self.frames.shape[1:3], bool)
-        _paste(mask, shape_mask(rec.shape, self.radius), rec.x, rec.y, True)
+        _paste(mask, shape_mask(rec.shape, self.radius), rec.x + phase * rec.vx, rec.y + phase * rec.vy, True)
         return mask
 
     def timeline(self) -> dict[str, Any]:
@@ -300,6 +301,19 @@ def render_plan(plan: Plan, geom: Geometry, shade: np.ndarray, texture: str, see
                 records=records, switch_frames=[s.frame for s in plan.segments[1:]],
                 revisits=find_revisits(plan.camera), texture=texture, radius=geom.radius, speed=geom.speed,
                 world_size=(geom.world_height, geom.world_width))
+
+
+def background_frames(clip: Clip) -> np.ndarray:
+    """uint8 [T, H, W, 3]: `clip`'s frames without the object (its world re-rendered from `clip.seed`)."""
+    (height, width), (world_height, world_width) = clip.frames.shape[1:3], clip.world_size
+    _, shade = make_texture(np.random.default_rng([clip.seed, 0]), world_height, world_width)
+    padded: dict[str, np.ndarray] = {}
+    out = np.empty_like(clip.frames)
+    for i, rec in enumerate(clip.records):
+        if rec.background not in padded:
+            padded[rec.background] = _wrap_padded(paint_background(shade, rec.background), height, width)
+        out[i] = padded[rec.background][rec.camera_y:rec.camera_y + height, rec.camera_x:rec.camera_x + width]
+    return out
 
 
 def _check_seed(seed: Any) -> int:

@@ -1,0 +1,73 @@
+"""A pixel loss that forgives the object's timing: each generated block is compared with the clip drawn with the
+object up to `phase` frames early or late along its own motion, and the best-matching timing counts.
+
+Why. The rollout stage's pixel loss asks for the object at one exact place in every frame. Where the student
+cannot know that place to the frame, above all when a wrapped object comes back after seconds out of view,
+the cheapest answer under a squared error is the mean of the places it might be: a faint smear that the
+decoder renders as background, and the object fades (docs/TRAINING.md). With a choice of timings, a sharp
+object drawn a few frames early or late costs nothing, while a smear still costs at every timing, so
+committing to one object pays. This is the winner-takes-all ("multiple hypothesis") remedy for regression to
+the mean, restricted to the world's one real doubt: when, not what or where across the motion.
+
+The candidates are exact: the background is the clip's own world re-rendered without the object
+(`world.background_frames`), and the object is pasted at its centre plus phase x its velocity in that frame
+(`Clip.object_mask(index, phase)`) in its exact colour, so phase 0 is the clip itself. The timing is chosen
+per clip and block, without gradient through the choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ..world import COLOR_RGB, Clip, background_frames
+
+
+@dataclasses.dataclass
+class PhaseTargets:
+    """The clips' frames without the object, and where the object would be at each timing."""
+
+    background: torch.Tensor  # [B, 3, T, H, W] in [-1, 1]
+    masks: torch.Tensor  # [B, K, T, H, W] bool, K = 2 x phase + 1 timings from -phase to +phase frames
+    rgb: torch.Tensor  # [B, 3, T] the object's exact colour in each frame, in [-1, 1]
+
+    def to(self, device) -> "PhaseTargets":
+        return PhaseTargets(self.background.to(device), self.masks.to(device), self.rgb.to(device))
+
+    def span(self, p0: int, p1: int) -> "PhaseTargets":
+        return PhaseTargets(self.background[:, :, p0:p1], self.masks[:, :, p0:p1], self.rgb[:, :, p0:p1])
+
+
+def phase_targets(clips: list[Clip], n_frames: int, phase: int) -> PhaseTargets:
+    """The first `n_frames` of each clip, with the object's masks at timings -phase..phase frames."""
+    if phase < 0:
+        raise ValueError(f"phase must be >= 0 frames, got {phase!r}")
+    background = np.stack([background_frames(c)[:n_frames] for c in clips])  # [B, T, H, W, 3] uint8
+    masks = np.stack([np.stack([np.stack([c.object_mask(i, k) for i in range(n_frames)])
+                                for k in range(-phase, phase + 1)]) for c in clips])  # [B, K, T, H, W]
+    rgb = np.array([[COLOR_RGB[r.color] for r in c.records[:n_frames]] for c in clips], np.float32)  # [B, T, 3]
+    return PhaseTargets(background=torch.from_numpy(background).permute(0, 4, 1, 2, 3).float() / 127.5 - 1,
+                        masks=torch.from_numpy(masks),
+                        rgb=torch.from_numpy(rgb).permute(0, 2, 1) / 127.5 - 1)
+
+
+def phase_tolerant_mse(pred: torch.Tensor, targets: PhaseTargets, object_weight: float
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """pred [B, 3, T, H, W]; targets over the same frames. Per clip, the object-weighted MSE (object pixels count
+    `object_weight` times, as in the exact pixel loss) against the clip drawn at each timing, and the least of
+    them. Returns (mean over clips of the least [], each clip's chosen timing in frames [B], the exact timing's
+    loss [])."""
+    phase = targets.masks.shape[1] // 2
+    timings = sorted(range(-phase, phase + 1), key=lambda k: (abs(k), k))  # 0, -1, 1, ...: ties go to the nearest
+    per_timing = []
+    for k in timings:
+        mask = targets.masks[:, phase + k, None]  # [B, 1, T, H, W]
+        target = torch.where(mask, targets.rgb[:, :, :, None, None], targets.background)  # [B, 3, T, H, W]
+        weight = 1 + (object_weight - 1) * mask.float()
+        per_timing.append((weight * (pred - target) ** 2).sum((1, 2, 3, 4)) / (3 * weight.sum((1, 2, 3, 4))))
+    losses = torch.stack(per_timing, 1)  # [B, K] in the order of `timings`
+    best = losses.detach().argmin(1)  # [B] the first least: the nearest timing among equals
+    chosen = losses.gather(1, best[:, None])[:, 0]  # [B]
+    return chosen.mean(), torch.tensor(timings, device=best.device)[best], losses[:, 0].mean()
