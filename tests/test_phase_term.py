@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from videossm.train.phase_term import phase_targets, phase_tolerant_mse
+from videossm.train.phase_term import choose_timing, phase_targets, phase_tolerant_mse, timing_order
 from videossm.world import background_frames, render_clip
 
 torch.set_num_threads(1)
@@ -83,3 +83,16 @@ def test_phase_targets_refuse_a_negative_phase():
     clip = render_clip("a red circle moving right on a gray background", seconds=1.0, size=64, seed=0)
     with pytest.raises(ValueError, match="phase must be >= 0 frames, got -1"):
         phase_targets([clip], 8, -1)
+
+
+def test_choose_timing_takes_each_clips_least_and_the_nearest_among_equals():
+    assert timing_order(2) == [0, -1, 1, -2, 2]
+    losses = torch.tensor([[0.5, 0.2, 0.2, 0.1, 0.3],  # the least at -2
+                           [0.4, 0.4, 0.4, 0.4, 0.4],  # all equal: the exact timing
+                           [0.3, 0.3, 0.1, 0.3, 0.1]], requires_grad=True)  # +1 and +2 tie: +1
+    chosen, timing = choose_timing(losses)
+    assert timing.tolist() == [-2, 0, 1] and abs(chosen.item() - 0.2) < 1e-6
+    chosen.backward()
+    expected = torch.zeros(3, 5)
+    expected[0, 3] = expected[1, 0] = expected[2, 2] = 1 / 3
+    torch.testing.assert_close(losses.grad, expected)

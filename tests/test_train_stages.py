@@ -1030,9 +1030,14 @@ def test_rollout_pixel_phase_forgives_the_objects_timing(runs, tmp_path, capsys)
                             phase_frames=phase)
         losses[phase] = model(context, text, pixels, mask, [2, 0], seed=3,
                               phase=phase_targets([clip], 33, phase) if phase else None)[:2]
+    model = RolloutLoss(pipe.transformer, sc, pipe.decoder, object_weight=5.0, memory_grad=True, phase_frames=3,
+                        phase_per="clip")
+    held, held_extra = model(context, text, pixels, mask, [2, 0], seed=3, phase=phase_targets([clip], 33, 3))[:2]
     (plain, _), (tolerant, extra) = losses[0], losses[3]
     assert abs(extra["pixel_exact"] - plain.item()) < 1e-5 * plain.item()
-    assert 0 < tolerant.item() <= plain.item() + 1e-7 and 0 <= extra["phase_shift"] <= 3
+    assert abs(held_extra["pixel_exact"] - plain.item()) < 1e-5 * plain.item()
+    assert 0 < tolerant.item() <= held.item() + 1e-7 <= plain.item() + 2e-7, "per block <= per clip <= exact"
+    assert 0 <= extra["phase_shift"] <= 3 and held_extra["phase_shift"] in (0, 1, 2, 3)
     tolerant.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.transformer.parameters())
 
@@ -1052,12 +1057,16 @@ def test_rollout_pixel_phase_forgives_the_objects_timing(runs, tmp_path, capsys)
         np.testing.assert_allclose(split[column], whole[column], rtol=1e-5, err_msg=column)
     assert (whole["loss"] <= whole["pixel_exact"] + 1e-7).all()
     config = torch.load(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
-    assert config["pixel_phase"] == 2
+    assert config["pixel_phase"] == 2 and "pixel_phase_per" not in config
+    assert run(tmp_path / "held", 1, "--pixel-phase", "2", "--pixel-phase-per", "clip") == 0
+    held = torch.load(sorted((tmp_path / "held").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
+    assert held["pixel_phase_per"] == "clip"
     assert run(tmp_path / "whole", 3, "--resume") == 2  # the flag is part of the run
     assert "different configuration" in capsys.readouterr().err
     for flags, message in ((("--pixel-phase", "-1"), "--pixel-phase must be >= 0 frames, got -1"),
                            (("--pixel-phase", "2", "--pixel-weight", "0", "--color-weight", "1"),
                             "--pixel-phase 2 is unused with --pixel-weight 0"),
-                           (("--color-side", "under"), "--color-side under is unused without --color-weight > 0")):
+                           (("--color-side", "under"), "--color-side under is unused without --color-weight > 0"),
+                           (("--pixel-phase-per", "clip"), "--pixel-phase-per clip is unused without --pixel-phase > 0")):
         assert run(tmp_path / "bad", 1, *flags) == 2
         assert message in capsys.readouterr().err

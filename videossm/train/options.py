@@ -196,6 +196,9 @@ def add_rollout_args(p) -> None:
                    help="the pixel loss forgives the object's timing: each block counts against the clip with the "
                         "object drawn up to FRAMES frames early or late along its motion, whichever matches best "
                         "(0: the exact clip only); see videossm/train/phase_term.py")
+    p.add_argument("--pixel-phase-per", choices=("block", "clip"), default="block",
+                   help="with --pixel-phase: the timing is chosen for each block (a lag may grow block by block) "
+                        "or once for each clip's whole rollout")
     p.add_argument("--adversarial-weight", type=float, default=0.0,
                    help="weight of a discriminator's verdict on each generated block (0: off). The real clips are "
                         "the world's frames through --vae; see videossm/train/adversarial.py")

@@ -12,7 +12,9 @@ the mean, restricted to the world's one real doubt: when, not what or where acro
 The candidates are exact: the background is the clip's own world re-rendered without the object
 (`world.background_frames`), and the object is pasted at its centre plus phase x its velocity in that frame
 (`Clip.object_mask(index, phase)`) in its exact colour, so phase 0 is the clip itself. The timing is chosen
-per clip and block, without gradient through the choice.
+per clip and block (each block may be late by its own amount), or with `per="clip"` once per clip for the
+whole rollout from the blocks' mean losses (a lag cannot grow past the tolerance); never with gradient
+through the choice.
 """
 
 from __future__ import annotations
@@ -53,21 +55,37 @@ def phase_targets(clips: list[Clip], n_frames: int, phase: int) -> PhaseTargets:
                         rgb=torch.from_numpy(rgb).permute(0, 2, 1) / 127.5 - 1)
 
 
-def phase_tolerant_mse(pred: torch.Tensor, targets: PhaseTargets, object_weight: float
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """pred [B, 3, T, H, W]; targets over the same frames. Per clip, the object-weighted MSE (object pixels count
-    `object_weight` times, as in the exact pixel loss) against the clip drawn at each timing, and the least of
-    them. Returns (mean over clips of the least [], each clip's chosen timing in frames [B], the exact timing's
-    loss [])."""
+def timing_order(phase: int) -> list[int]:
+    """0, -1, 1, -2, 2, ... phase: the order of the candidates, so that among equal losses the nearest wins."""
+    return sorted(range(-phase, phase + 1), key=lambda k: (abs(k), k))
+
+
+def timing_losses(pred: torch.Tensor, targets: PhaseTargets, object_weight: float) -> torch.Tensor:
+    """pred [B, 3, T, H, W]; targets over the same frames. [B, K]: per clip, the object-weighted MSE (object
+    pixels count `object_weight` times, as in the exact pixel loss) against the clip drawn at each timing of
+    `timing_order`, so column 0 is the exact clip."""
     phase = targets.masks.shape[1] // 2
-    timings = sorted(range(-phase, phase + 1), key=lambda k: (abs(k), k))  # 0, -1, 1, ...: ties go to the nearest
     per_timing = []
-    for k in timings:
+    for k in timing_order(phase):
         mask = targets.masks[:, phase + k, None]  # [B, 1, T, H, W]
         target = torch.where(mask, targets.rgb[:, :, :, None, None], targets.background)  # [B, 3, T, H, W]
         weight = 1 + (object_weight - 1) * mask.float()
         per_timing.append((weight * (pred - target) ** 2).sum((1, 2, 3, 4)) / (3 * weight.sum((1, 2, 3, 4))))
-    losses = torch.stack(per_timing, 1)  # [B, K] in the order of `timings`
+    return torch.stack(per_timing, 1)
+
+
+def choose_timing(losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """losses [B, K] in `timing_order`. (Mean over clips of each clip's least loss [], its timing in frames [B]);
+    the choice itself carries no gradient."""
     best = losses.detach().argmin(1)  # [B] the first least: the nearest timing among equals
-    chosen = losses.gather(1, best[:, None])[:, 0]  # [B]
-    return chosen.mean(), torch.tensor(timings, device=best.device)[best], losses[:, 0].mean()
+    timings = torch.tensor(timing_order(losses.shape[1] // 2), device=losses.device)
+    return losses.gather(1, best[:, None])[:, 0].mean(), timings[best]
+
+
+def phase_tolerant_mse(pred: torch.Tensor, targets: PhaseTargets, object_weight: float
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One span's timing-tolerant loss: (the mean over clips of the least of `timing_losses` [], each clip's
+    chosen timing in frames [B], the exact timing's loss [])."""
+    losses = timing_losses(pred, targets, object_weight)  # [B, K]
+    chosen, timing = choose_timing(losses)
+    return chosen, timing, losses[:, 0].mean()

@@ -59,7 +59,7 @@ from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, f
                      optimizer_step, progress, read_csv, seed_everything, set_lr, step_seed, write_stage_metrics)
 from .data import SINGLE_PROMPT_MIXTURE, WorldLatents, batch_rng, check_geometry, load_frozen_vae, parse_mixture
 from .color_term import color_area_term, object_rgb
-from .phase_term import PhaseTargets, phase_targets, phase_tolerant_mse
+from .phase_term import PhaseTargets, choose_timing, phase_targets, timing_losses
 from .probe_term import FrameTruth, clip_truth, load_judge, probe_term
 
 
@@ -154,7 +154,7 @@ class RolloutLoss(nn.Module):
     def __init__(self, student, stream_config, decoder, object_weight: float, memory_grad: bool,
                  pixel_weight: float = 1.0, adversarial_weight: float = 0.0, probe: WorldProbe | None = None,
                  probe_weight: float = 0.0, color_weight: float = 0.0, color_sigma: float = 0.25,
-                 color_side: str = "both", phase_frames: int = 0):
+                 color_side: str = "both", phase_frames: int = 0, phase_per: str = "block"):
         super().__init__()
         self.student, self.stream_config = student, stream_config
         self.generator = StreamingGenerator(student, stream_config)
@@ -165,7 +165,7 @@ class RolloutLoss(nn.Module):
         self.history_frames = student.config.vae_scale_temporal  # pixel frames before a block that D sees
         self.probe, self.probe_weight = [probe], probe_weight  # frozen; in a list, not a submodule
         self.color_weight, self.color_sigma, self.color_side = color_weight, color_sigma, color_side
-        self.phase_frames = phase_frames
+        self.phase_frames, self.phase_per = phase_frames, phase_per
 
     def forward(self, context: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor, object_mask: torch.Tensor,
                 exit_steps: list[int], seed: int, disc: nn.Module | None = None, seen: torch.Tensor | None = None,
@@ -177,13 +177,14 @@ class RolloutLoss(nn.Module):
         generator term; plus, with the frames' `truth` [B, T], probe_weight x the mean block probe term; plus,
         with `seen` and the objects' colours `rgb` [B, 3], color_weight x the mean block colour-area term), the
         logged parts, and the detached (real, fake) clips for the discriminator's step. With phase_frames > 0
-        the pixel loss is the timing-tolerant one against `phase` (phase_term.py)."""
+        the pixel loss is the timing-tolerant one against `phase`, its timing chosen per block or (phase_per
+        "clip") once per clip for the whole rollout (phase_term.py)."""
         judge = self.probe[0] if self.probe_weight > 0 else None
         decoder = self.decoder[0]
         temporal, history = self.student.config.vae_scale_temporal, self.history_frames
         state = start_from_context(self.generator, decoder, context, text, seed)
         weight = 1 + (self.object_weight - 1) * object_mask.float()  # [B, 1, T, H, W]
-        losses, object_sq, object_n, judged, colored, timings, exact = [], 0.0, 0.0, [], [], [], []
+        losses, object_sq, object_n, judged, colored = [], 0.0, 0.0, [], []
         if self.color_weight > 0:
             object_share = object_mask[:, 0].flatten(2).float().mean(2).amax(1).clamp(min=1e-3)  # [B]
         fakes, reals, texts = [], [], []
@@ -194,11 +195,8 @@ class RolloutLoss(nn.Module):
             pred = decoder.decode_graph(state.decoder, x0).float()  # [B, 3, Tb, H, W]
             p0, p1 = first_pixel_frame(f0, temporal), first_pixel_frame(f0 + x0.shape[2], temporal)
             target, mask = pixels[:, :, p0:p1], object_mask[:, :, p0:p1]
-            if self.phase_frames:
-                loss_block, timing, exact_block = phase_tolerant_mse(pred, phase.span(p0, p1), self.object_weight)
-                losses.append(loss_block)
-                timings.append(timing.abs().float().mean().item())
-                exact.append(exact_block.item())
+            if self.phase_frames:  # [B, K] per timing; the choice waits for the end with phase_per "clip"
+                losses.append(timing_losses(pred, phase.span(p0, p1), self.object_weight))
             else:
                 losses.append(pixel_weighted_mse(pred, target, weight[:, :, p0:p1]))
             if judge is not None:
@@ -215,10 +213,18 @@ class RolloutLoss(nn.Module):
                 fakes.append(torch.cat([before, pred.clamp(-1, 1)], dim=2))  # [B, 3, history + Tb, H, W]
                 reals.append(seen[:, :, p0 - history:p1])
                 texts.append(pooled_text(text, block))
-        pixel_loss = torch.stack(losses).mean()
         extra = {"object_mse": object_sq / max(object_n, 1.0)}
-        if timings:  # how far off the best timing was, in frames, and what the exact one would have cost
-            extra.update(phase_shift=float(np.mean(timings)), pixel_exact=float(np.mean(exact)))
+        if self.phase_frames:
+            per_timing = torch.stack(losses)  # [N blocks, B, K]
+            if self.phase_per == "clip":  # one timing for the clip's whole rollout
+                pixel_loss, timing = choose_timing(per_timing.mean(0))
+            else:
+                chosen = [choose_timing(block_losses) for block_losses in per_timing]
+                pixel_loss, timing = torch.stack([c for c, _ in chosen]).mean(), torch.stack([t for _, t in chosen])
+            # how far off the best timing was, in frames, and what the exact one would have cost
+            extra.update(phase_shift=timing.abs().float().mean().item(), pixel_exact=per_timing[..., 0].mean().item())
+        else:
+            pixel_loss = torch.stack(losses).mean()
         loss = self.pixel_weight * pixel_loss
         if judged or colored or disc is not None:  # the pixel loss is one part of several: log it apart
             extra["pixel_loss"] = pixel_loss.item()
@@ -241,6 +247,8 @@ def _check(args) -> dict[str, float] | None:
     check_counts(args, "steps", "batch", "save_every", "log_every", "context_blocks", "disc_width", "disc_steps")
     if not args.pixel_phase >= 0:
         raise ConfigError(f"--pixel-phase must be >= 0 frames, got {args.pixel_phase}")
+    if args.pixel_phase_per != "block" and not args.pixel_phase:
+        raise ConfigError(f"--pixel-phase-per {args.pixel_phase_per} is unused without --pixel-phase > 0")
     if args.pixel_phase and args.pixel_weight == 0:
         raise ConfigError(f"--pixel-phase {args.pixel_phase} is unused with --pixel-weight 0")
     if not args.object_weight > 0:
@@ -294,7 +302,7 @@ def train_rollout(args) -> dict:
     student = pipe.transformer.requires_grad_(True).train()
     model = RolloutLoss(student, stream_config, pipe.decoder, args.object_weight, args.memory_grad,
                         args.pixel_weight, args.adversarial_weight, judge, args.probe_weight, args.color_weight,
-                        args.color_sigma, args.color_side, args.pixel_phase)
+                        args.color_sigma, args.color_side, args.pixel_phase, args.pixel_phase_per)
     config = {
         "stage": "rollout", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "context_blocks": args.context_blocks, "seed": args.seed,
@@ -312,6 +320,8 @@ def train_rollout(args) -> dict:
             config.update(color_side=args.color_side)
     if args.pixel_phase:
         config.update(pixel_phase=args.pixel_phase)
+        if args.pixel_phase_per != "block":  # runs from before the option keep their config (and resume)
+            config.update(pixel_phase_per=args.pixel_phase_per)
     ckpt = Checkpointer(args.out, keep=2, config=config)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
