@@ -24,7 +24,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..world import COLOR_RGB, Clip, background_frames
+from ..world import Clip, background_frames
+from .color_term import object_rgb
 
 
 @dataclasses.dataclass
@@ -49,10 +50,9 @@ def phase_targets(clips: list[Clip], n_frames: int, phase: int) -> PhaseTargets:
     background = np.stack([background_frames(c)[:n_frames] for c in clips])  # [B, T, H, W, 3] uint8
     masks = np.stack([np.stack([np.stack([c.object_mask(i, k) for i in range(n_frames)])
                                 for k in range(-phase, phase + 1)]) for c in clips])  # [B, K, T, H, W]
-    rgb = np.array([[COLOR_RGB[r.color] for r in c.records[:n_frames]] for c in clips], np.float32)  # [B, T, 3]
+    rgb = torch.stack([object_rgb([r.color for r in c.records[:n_frames]]) for c in clips])  # [B, T, 3]
     return PhaseTargets(background=torch.from_numpy(background).permute(0, 4, 1, 2, 3).float() / 127.5 - 1,
-                        masks=torch.from_numpy(masks),
-                        rgb=torch.from_numpy(rgb).permute(0, 2, 1) / 127.5 - 1)
+                        masks=torch.from_numpy(masks), rgb=rgb.permute(0, 2, 1))
 
 
 def timing_order(phase: int) -> list[int]:

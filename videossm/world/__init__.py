@@ -16,9 +16,9 @@ from .splits import (ALL_COMBOS, HELD_OUT_COMBOS, SPLITS, TRAIN_COMBOS, is_held_
                      split_of)
 
 __all__ = [
-    "ALL_COMBOS", "BACKGROUNDS", "BACKGROUND_RGB", "background_frames", "COLORS", "COLOR_RGB", "Clip", "FIELDS", "FrameRecord",
+    "ALL_COMBOS", "BACKGROUNDS", "BACKGROUND_RGB", "COLORS", "COLOR_RGB", "Clip", "FIELDS", "FrameRecord",
     "Geometry", "HELD_OUT_COMBOS", "MOTIONS", "PromptSpec", "SCENARIOS", "SHAPES", "SPLITS", "TEMPLATE",
-    "TEXTURES", "TRAINING_MIXTURE", "TRAIN_COMBOS", "WORLD_SCALE", "all_prompts", "is_held_out", "make_geometry",
-    "make_prompt", "min_frames", "parse_prompt", "render_clip", "sample_prompt", "sample_spec",
+    "TEXTURES", "TRAINING_MIXTURE", "TRAIN_COMBOS", "WORLD_SCALE", "all_prompts", "background_frames", "is_held_out",
+    "make_geometry", "make_prompt", "min_frames", "parse_prompt", "render_clip", "sample_prompt", "sample_spec",
     "sample_training_clip", "shape_mask", "split_of", "switch_candidates", "vocabulary",
 ]

@@ -29,7 +29,7 @@ per clip (separable numpy ops), each frame is one crop of a wrap-padded copy plu
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +204,24 @@ def _wrap_padded(world: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(world, ((0, height), (0, width), (0, 0)), mode="wrap")
 
 
+def _world_texture(seed: int, height: int, width: int) -> tuple[str, np.ndarray]:
+    """The texture of seed's world, (kind, shade [height, width]): it depends only on the seed and size."""
+    return make_texture(np.random.default_rng([seed, 0]), height, width)
+
+
+def _paint_views(shade: np.ndarray, backgrounds: Sequence[str], cameras: np.ndarray, height: int,
+                 width: int) -> np.ndarray:
+    """uint8 [T, height, width, 3]: frame i is the world `shade` painted as backgrounds[i], seen by a view whose
+    top-left corner is cameras[i] (x, y) in world pixels."""
+    padded: dict[str, np.ndarray] = {}
+    frames = np.empty((len(backgrounds), height, width, 3), np.uint8)
+    for i, (background, (cam_x, cam_y)) in enumerate(zip(backgrounds, cameras.tolist())):
+        if background not in padded:
+            padded[background] = _wrap_padded(paint_background(shade, background), height, width)
+        frames[i] = padded[background][cam_y:cam_y + height, cam_x:cam_x + width]
+    return frames
+
+
 # ---------------------------------------------------------------- object motion
 
 def _arena(p: np.ndarray, camera: np.ndarray, geom: Geometry) -> tuple[np.ndarray, np.ndarray]:
@@ -278,16 +296,12 @@ def render_plan(plan: Plan, geom: Geometry, shade: np.ndarray, texture: str, see
     rel = (pos - plan.camera) % world
     fx = _nearest(rel[:, 0], geom.width, geom.world_width)
     fy = _nearest(rel[:, 1], geom.height, geom.world_height)
-    frames = np.empty((plan.n_frames, geom.height, geom.width, 3), np.uint8)
-    padded: dict[str, np.ndarray] = {}
+    frames = _paint_views(shade, [plan.segments[s].spec.background for s in seg_of], plan.camera, geom.height,
+                          geom.width)
     records: list[FrameRecord] = []
     for i in range(plan.n_frames):
-        seg = plan.segments[seg_of[i]]
-        spec = seg.spec
-        if spec.background not in padded:
-            padded[spec.background] = _wrap_padded(paint_background(shade, spec.background), geom.height, geom.width)
+        spec = plan.segments[seg_of[i]].spec
         cam_x, cam_y = (int(c) for c in plan.camera[i])
-        frames[i] = padded[spec.background][cam_y:cam_y + geom.height, cam_x:cam_x + geom.width]
         mask = shape_mask(spec.shape, geom.radius)
         drawn = _paste(frames[i], mask, int(fx[i]), int(fy[i]), COLOR_RGB[spec.color])
         records.append(FrameRecord(
@@ -305,15 +319,9 @@ def render_plan(plan: Plan, geom: Geometry, shade: np.ndarray, texture: str, see
 
 def background_frames(clip: Clip) -> np.ndarray:
     """uint8 [T, H, W, 3]: `clip`'s frames without the object (its world re-rendered from `clip.seed`)."""
-    (height, width), (world_height, world_width) = clip.frames.shape[1:3], clip.world_size
-    _, shade = make_texture(np.random.default_rng([clip.seed, 0]), world_height, world_width)
-    padded: dict[str, np.ndarray] = {}
-    out = np.empty_like(clip.frames)
-    for i, rec in enumerate(clip.records):
-        if rec.background not in padded:
-            padded[rec.background] = _wrap_padded(paint_background(shade, rec.background), height, width)
-        out[i] = padded[rec.background][rec.camera_y:rec.camera_y + height, rec.camera_x:rec.camera_x + width]
-    return out
+    _, shade = _world_texture(clip.seed, *clip.world_size)
+    cameras = np.stack([clip.column("camera_x"), clip.column("camera_y")], axis=1)  # [T, 2]
+    return _paint_views(shade, clip.column("background"), cameras, *clip.frames.shape[1:3])
 
 
 def _check_seed(seed: Any) -> int:
@@ -334,7 +342,7 @@ def render_clip(spec_or_prompt: Any, seconds: float, seed: int, size: int | tupl
     geom = make_geometry(size, fps)
     n_frames = frame_count(seconds, geom.fps)
     segments = make_segments(spec_or_prompt, n_frames, geom.fps)
-    texture, shade = make_texture(np.random.default_rng([seed, 0]), geom.world_height, geom.world_width)
+    texture, shade = _world_texture(seed, geom.world_height, geom.world_width)
     plan = make_plan(scenario, segments, n_frames, geom, np.random.default_rng([seed, 1]))
     return render_plan(plan, geom, shade, texture, seed)
 
