@@ -2,6 +2,7 @@
 real recipe on the `test` preset: losses are finite, parameters move, checkpoints resume and the exported
 students load and stream."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -14,6 +15,7 @@ from diffusers import AutoencoderKLWan
 
 from videossm.cli import main
 from videossm.models.vae import vae_config
+from videossm.config import ConfigError
 from videossm.pipeline import VideoSSMPipeline
 from videossm.sampling.ode import ode_sigmas, sample_ode
 from videossm.sampling.scheduler import denoising_sigmas
@@ -1068,5 +1070,66 @@ def test_rollout_pixel_phase_forgives_the_objects_timing(runs, tmp_path, capsys)
                             "--pixel-phase 2 is unused with --pixel-weight 0"),
                            (("--color-side", "under"), "--color-side under is unused without --color-weight > 0"),
                            (("--pixel-phase-per", "clip"), "--pixel-phase-per clip is unused without --pixel-phase > 0")):
+        assert run(tmp_path / "bad", 1, *flags) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_rollout_anchor_keeps_the_first_block_from_noise(runs, tmp_path, capsys):
+    """`train rollout --anchor-weight W`: the first block of a fresh stream from noise, which the rollouts never ask
+    for, is held to what the frozen anchor makes of the same noise. At the last exit step it is inference's first
+    block; the term is 0 for the anchor itself and not for a moved student, whose gradient it reaches; in a run it
+    starts at 0, is logged, in the config, and resumes exactly."""
+    from videossm.sampling.stream import StreamingGenerator
+    from videossm.train.anchor_term import anchor_term, check_anchor, first_block
+
+    student = os.path.join(runs["long"], "student")
+    pipe, frozen = load_checkpoint(student, "cpu"), load_checkpoint(student, "cpu")
+    sc = pipe.stream_config
+    text = torch.cat([pipe.text_encoder.encode("a red circle moving right on a gray background"),
+                      pipe.text_encoder.encode("a blue square moving up on a black background")])
+    moving, anchor = StreamingGenerator(pipe.transformer, sc), StreamingGenerator(frozen.transformer, sc)
+    last = sc.num_steps - 1
+    state = moving.new_state(5, batch_size=2)
+    moving.set_prompt(state, "two prompts", text)
+    with torch.no_grad():
+        torch.testing.assert_close(first_block(moving, text, last, 5, grad=False), moving.generate_block(state))
+        assert anchor_term(moving, anchor, text, last, 5).item() == 0.0
+    with torch.no_grad():
+        pipe.transformer.proj_out.weight.mul_(1.1)
+    moved = anchor_term(moving, anchor, text, 1, 5)
+    assert moved.item() > 0
+    moved.backward()
+    assert pipe.transformer.proj_out.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in frozen.transformer.parameters())
+
+    odd = load_checkpoint(student, "cpu")
+    with torch.no_grad():
+        next(odd.text_encoder.model.parameters()).add_(0.01)
+    with pytest.raises(ConfigError, match="its text encoder differs"):
+        check_anchor(odd, frozen, "odd", student)
+    odd = load_checkpoint(student, "cpu")
+    odd.transformer.config = dataclasses.replace(odd.transformer.config, num_layers=odd.transformer.config.num_layers + 1)
+    with pytest.raises(ConfigError, match="its transformer config differs"):
+        check_anchor(odd, frozen, "odd", student)
+
+    def run(out, steps, *extra):
+        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
+                     "--mixture", "plain=1", "--steps", str(steps), "--batch", "1", *runs["common"], *extra])
+
+    assert run(tmp_path / "whole", 2, "--anchor-weight", "2") == 0
+    assert run(tmp_path / "split", 1, "--anchor-weight", "2") == 0
+    assert run(tmp_path / "split", 2, "--anchor-weight", "2", "--resume") == 0
+    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    for column in ("loss", "pixel_loss", "anchor_loss"):
+        np.testing.assert_allclose(split[column], whole[column], rtol=1e-5, err_msg=column)
+    assert whole["anchor_loss"][0] == 0.0 and whole["anchor_loss"][1] > 0, "the student starts as its anchor"
+    np.testing.assert_allclose(whole["loss"], np.add(whole["pixel_loss"], 2 * np.asarray(whole["anchor_loss"])),
+                               rtol=1e-5)
+    config = torch.load(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
+    assert config["anchor_weight"] == 2 and config["anchor"] == os.path.abspath(student)
+    assert run(tmp_path / "whole", 3, "--resume") == 2  # the flag is part of the run
+    assert "different configuration" in capsys.readouterr().err
+    for flags, message in ((("--anchor-weight", "-1"), "--anchor-weight must be >= 0, got -1"),
+                           (("--anchor", student), f"--anchor {student} is unused without --anchor-weight > 0")):
         assert run(tmp_path / "bad", 1, *flags) == 2
         assert message in capsys.readouterr().err

@@ -225,6 +225,12 @@ def add_rollout_args(p) -> None:
     p.add_argument("--probe", default=None, metavar="PROBE_DIR",
                    help="the probe of --probe-weight (train probe's --out). Not the shipped assets/probe, which "
                         "eval-world measures with: e.g. train probe --seed 1 --out runs/probe-judge")
+    p.add_argument("--anchor-weight", type=float, default=0.0,
+                   help="weight of the first-block anchor: the first block of a fresh stream, from noise (never "
+                        "asked for by the rollouts, which start from a clip's context), stays what --anchor makes "
+                        "of the same noise (0: off); see videossm/train/anchor_term.py")
+    p.add_argument("--anchor", default=None, metavar="STUDENT_DIR",
+                   help="the frozen model of --anchor-weight (default: --student, the starting point)")
     p.add_argument("--r1", type=float, default=0.1, help="R1 penalty on the discriminator's real inputs (0: off)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=2)

@@ -31,6 +31,9 @@ One step, per clip of `--latent-frames` latent frames (42 = 10.5 s: a wrapping o
    frame and is asked the clip's records: the object in view or not, its colour and shape, wherever drawn.
 6. With `--color-weight W` > 0, each generated frame should hold as much of the object's exact colour as the
    clip's frame through the VAE, wherever it is drawn (`color_term.py`).
+7. With `--anchor-weight W` > 0, the first block of a fresh stream of the clips' prompts, from noise (the block
+   inference starts with, which step 1 never asks for), stays what a frozen `--anchor` (default: the starting
+   student) makes of the same noise (`anchor_term.py`).
 
 The loss is in pixels, so it needs the decoder alone, which every student carries: an encoder recovered for
 a shipped decoder (`train vae --decoder-from`) finds other latents than the student's own, and here those
@@ -53,6 +56,7 @@ from ..models.vae import StreamingDecoder
 from ..sampling.stream import StreamingGenerator, StreamState
 from ..world import sample_training_clip
 from ..eval.world.probe import ProbeConfig, WorldProbe
+from .anchor_term import anchor_term, check_anchor
 from .adversarial import BlockDiscriminator, generator_loss, pooled_text, update_discriminator
 from .causal import check_frames, encode_prompts, export_student, load_checkpoint, same_decoder_vae
 from .common import (EMA, Checkpointer, CSVLogger, RunningMeans, check_counts, final_mean, log_and_checkpoint, lr_at,
@@ -154,7 +158,8 @@ class RolloutLoss(nn.Module):
     def __init__(self, student, stream_config, decoder, object_weight: float, memory_grad: bool,
                  pixel_weight: float = 1.0, adversarial_weight: float = 0.0, probe: WorldProbe | None = None,
                  probe_weight: float = 0.0, color_weight: float = 0.0, color_sigma: float = 0.25,
-                 color_side: str = "both", phase_frames: int = 0, phase_per: str = "block"):
+                 color_side: str = "both", phase_frames: int = 0, phase_per: str = "block",
+                 anchor: StreamingGenerator | None = None, anchor_weight: float = 0.0):
         super().__init__()
         self.student, self.stream_config = student, stream_config
         self.generator = StreamingGenerator(student, stream_config)
@@ -166,11 +171,12 @@ class RolloutLoss(nn.Module):
         self.probe, self.probe_weight = [probe], probe_weight  # frozen; in a list, not a submodule
         self.color_weight, self.color_sigma, self.color_side = color_weight, color_sigma, color_side
         self.phase_frames, self.phase_per = phase_frames, phase_per
+        self.anchor, self.anchor_weight = [anchor], anchor_weight  # frozen; in a list, not a submodule
 
     def forward(self, context: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor, object_mask: torch.Tensor,
                 exit_steps: list[int], seed: int, disc: nn.Module | None = None, seen: torch.Tensor | None = None,
-                truth: FrameTruth | None = None, rgb: torch.Tensor | None = None, phase: PhaseTargets | None = None
-                ) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
+                truth: FrameTruth | None = None, rgb: torch.Tensor | None = None, phase: PhaseTargets | None = None,
+                anchor_exit: int = 0) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
         """context [B, C, Fc, h, w], text [B, L, D], pixels [B, 3, T, H, W], object_mask [B, 1, T, H, W];
         exit_steps: one per generated block. Returns the loss (pixel_weight x the mean block loss; plus, with a
         discriminator `disc` and the clips through the VAE `seen` [B, 3, T, H, W], adversarial_weight x its
@@ -178,7 +184,8 @@ class RolloutLoss(nn.Module):
         with `seen` and the objects' colours `rgb` [B, 3], color_weight x the mean block colour-area term), the
         logged parts, and the detached (real, fake) clips for the discriminator's step. With phase_frames > 0
         the pixel loss is the timing-tolerant one against `phase`, its timing chosen per block or (phase_per
-        "clip") once per clip for the whole rollout (phase_term.py)."""
+        "clip") once per clip for the whole rollout (phase_term.py). With anchor_weight > 0, plus anchor_weight
+        x the first-block anchor term at exit step `anchor_exit` (anchor_term.py)."""
         judge = self.probe[0] if self.probe_weight > 0 else None
         decoder = self.decoder[0]
         temporal, history = self.student.config.vae_scale_temporal, self.history_frames
@@ -226,8 +233,12 @@ class RolloutLoss(nn.Module):
         else:
             pixel_loss = torch.stack(losses).mean()
         loss = self.pixel_weight * pixel_loss
-        if judged or colored or disc is not None:  # the pixel loss is one part of several: log it apart
+        if judged or colored or disc is not None or self.anchor_weight > 0:  # one part of several: log it apart
             extra["pixel_loss"] = pixel_loss.item()
+        if self.anchor_weight > 0:
+            anchored = anchor_term(self.generator, self.anchor[0], text, anchor_exit, seed)
+            loss = loss + self.anchor_weight * anchored
+            extra["anchor_loss"] = anchored.item()
         for name, weight, parts in (("probe_loss", self.probe_weight, judged), ("color_loss", self.color_weight, colored)):
             if parts:  # the mean over blocks of a per-block term, and of each of its logged parts
                 term = torch.stack([t for t, _ in parts]).mean()
@@ -271,6 +282,10 @@ def _check(args) -> dict[str, float] | None:
         raise ConfigError(f"--probe {args.probe} is unused without --probe-weight > 0")
     if args.disc_max_acc is not None and not 0 < args.disc_max_acc <= 1:
         raise ConfigError(f"--disc-max-acc must be in (0, 1], got {args.disc_max_acc}")
+    if not args.anchor_weight >= 0:
+        raise ConfigError(f"--anchor-weight must be >= 0, got {args.anchor_weight}")
+    if args.anchor and args.anchor_weight == 0:
+        raise ConfigError(f"--anchor {args.anchor} is unused without --anchor-weight > 0")
     if not args.disc_lr > 0:
         raise ConfigError(f"--disc-lr must be > 0, got {args.disc_lr}")
     return parse_mixture(args.mixture) if args.mixture else None
@@ -299,10 +314,17 @@ def train_rollout(args) -> dict:
                          decoder=pipe.decoder if adversarial or args.color_weight > 0 else None,
                          probe_config=judge.config if judge is not None else None, phase_frames=args.pixel_phase)
     text_bank: dict[str, torch.Tensor] = {}
+    anchor_dir = args.anchor or args.student
+    anchor = None
+    if args.anchor_weight > 0:  # a frozen copy, loaded apart from the student it anchors
+        anchor_pipe = load_checkpoint(anchor_dir, acc.device)
+        check_anchor(anchor_pipe, pipe, anchor_dir, args.student)
+        anchor = StreamingGenerator(anchor_pipe.transformer.requires_grad_(False).eval(), stream_config)
     student = pipe.transformer.requires_grad_(True).train()
     model = RolloutLoss(student, stream_config, pipe.decoder, args.object_weight, args.memory_grad,
                         args.pixel_weight, args.adversarial_weight, judge, args.probe_weight, args.color_weight,
-                        args.color_sigma, args.color_side, args.pixel_phase, args.pixel_phase_per)
+                        args.color_sigma, args.color_side, args.pixel_phase, args.pixel_phase_per,
+                        anchor, args.anchor_weight)
     config = {
         "stage": "rollout", "model": student.config.to_dict(), "stream": dataclasses.asdict(stream_config),
         "latent_frames": args.latent_frames, "context_blocks": args.context_blocks, "seed": args.seed,
@@ -322,6 +344,8 @@ def train_rollout(args) -> dict:
         config.update(pixel_phase=args.pixel_phase)
         if args.pixel_phase_per != "block":  # runs from before the option keep their config (and resume)
             config.update(pixel_phase_per=args.pixel_phase_per)
+    if anchor is not None:
+        config.update(anchor=os.path.abspath(anchor_dir), anchor_weight=args.anchor_weight)
     ckpt = Checkpointer(args.out, keep=2, config=config)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
@@ -352,6 +376,7 @@ def train_rollout(args) -> dict:
         rng = batch_rng(args.seed, acc.process_index, step)
         clips = data.batch(rng, args.batch)
         exit_steps = [int(e) for e in rng.integers(0, num_steps, size=generated_blocks)]
+        anchor_exit = int(rng.integers(0, num_steps)) if anchor is not None else 0  # drawn only when used
         text = encode_prompts(pipe.text_encoder, text_bank, clips.prompts, generated_blocks).to(acc.device)
         loss, extra, pairs = model(
             clips.context.to(acc.device), text, clips.pixels.to(acc.device), clips.object_mask.to(acc.device),
@@ -359,7 +384,7 @@ def train_rollout(args) -> dict:
             disc=acc.unwrap_model(disc) if adversarial else None,
             seen=clips.seen.to(acc.device) if clips.seen is not None else None,
             truth=clips.truth.to(acc.device) if judge is not None else None, rgb=clips.object_rgb.to(acc.device),
-            phase=clips.phase.to(acc.device) if clips.phase is not None else None)
+            phase=clips.phase.to(acc.device) if clips.phase is not None else None, anchor_exit=anchor_exit)
         acc.backward(loss)
         grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))
