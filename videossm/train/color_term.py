@@ -19,8 +19,10 @@ gets no gradient, so the pixel loss is what places a missing object.
 
 Measured (docs/TRAINING.md, "Judging the object wherever it is drawn"): beside the pixel loss it did not stop
 the object's fade; beside the balanced discriminator held-out colour fell to 0.14. The target is symmetric,
-so an object drawn where the world has none is cheapest to fix by painting it another colour; a one-sided
-term (too little colour only) is the untried next step.
+so an object drawn where the world has none is cheapest to fix by painting it another colour. The one-sided
+term (`side` "under": too little colour only), beside the phase term and the first-block anchor, was gamed
+the other way: a large blob of the colour that stays in view and stops moving (docs/TRAINING.md, "Keeping
+the first block").
 """
 
 from __future__ import annotations
