@@ -1123,6 +1123,10 @@ def test_rollout_anchor_keeps_the_first_block_from_noise(runs, tmp_path, capsys)
     for column in ("loss", "pixel_loss", "anchor_loss"):
         np.testing.assert_allclose(split[column], whole[column], rtol=1e-5, err_msg=column)
     assert whole["anchor_loss"][0] == 0.0 and whole["anchor_loss"][1] > 0, "the student starts as its anchor"
+    assert run(tmp_path / "named", 1, "--anchor-weight", "2", "--anchor", student) == 0  # loaded, not copied
+    named = read_csv(tmp_path / "named" / "log.csv")
+    np.testing.assert_allclose(named["loss"], whole["loss"][:1], rtol=1e-5)
+    assert named["anchor_loss"][0] == 0.0
     np.testing.assert_allclose(whole["loss"], np.add(whole["pixel_loss"], 2 * np.asarray(whole["anchor_loss"])),
                                rtol=1e-5)
     config = torch.load(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]

@@ -43,6 +43,7 @@ touch only the context blocks, not the targets. The result, `out/student/`, is a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 
@@ -316,10 +317,14 @@ def train_rollout(args) -> dict:
     text_bank: dict[str, torch.Tensor] = {}
     anchor_dir = args.anchor or args.student
     anchor = None
-    if args.anchor_weight > 0:  # a frozen copy, loaded apart from the student it anchors
-        anchor_pipe = load_checkpoint(anchor_dir, acc.device)
-        check_anchor(anchor_pipe, pipe, anchor_dir, args.student)
-        anchor = StreamingGenerator(anchor_pipe.transformer.requires_grad_(False).eval(), stream_config)
+    if args.anchor_weight > 0:  # a frozen copy: of the student as loaded, or of another checkpoint
+        if args.anchor:
+            anchor_pipe = load_checkpoint(args.anchor, acc.device)
+            check_anchor(anchor_pipe, pipe, args.anchor, args.student)
+            frozen = anchor_pipe.transformer
+        else:
+            frozen = copy.deepcopy(pipe.transformer)
+        anchor = StreamingGenerator(frozen.requires_grad_(False).eval(), stream_config)
     student = pipe.transformer.requires_grad_(True).train()
     model = RolloutLoss(student, stream_config, pipe.decoder, args.object_weight, args.memory_grad,
                         args.pixel_weight, args.adversarial_weight, judge, args.probe_weight, args.color_weight,
