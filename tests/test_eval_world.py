@@ -13,7 +13,7 @@ import pytest
 from videossm.cli import main
 from videossm.config import ConfigError
 from videossm.eval.world import corruptions as C
-from videossm.eval.world.harness import aggregate, bootstrap_mean, make_jobs, parse_system
+from videossm.eval.world.harness import System, aggregate, bootstrap_mean, make_jobs, parse_system
 from videossm.eval.world.metrics import video_metrics
 from videossm.eval.world.probe import (PROBE_DIR, WEIGHTS_NAME, ProbeConfig, WorldProbe, degrade, evaluate_probe,
                                        frames_with_truth, gaussian_blur, load_probe, train_probe)
@@ -224,6 +224,16 @@ def test_systems_and_jobs():
     assert parse_system("renderer", "tiny") == parse_system("renderer=renderer", "x")
     with pytest.raises(ConfigError, match="vae folder 'nowhere' not found"):
         parse_system("vae:nowhere", "tiny")
+    wide = parse_system("hybrid,window=24,sink=6", "tiny")  # stream settings over the checkpoint's
+    assert (wide.label, wide.memory, wide.window, wide.sink) == ("hybrid,window=24,sink=6", "hybrid", 24, 6)
+    assert wide.stream_overrides() == {"window_frames": 24, "sink_frames": 6}
+    assert parse_system("hybrid", "tiny").stream_overrides() == {}
+    assert parse_system("w=runs/a:window,window=18", "tiny") == System("w", "runs/a", "window", window=18)
+    for bad in ("hybrid,window=0", "hybrid,window=x", "hybrid,block=3", "hybrid,window"):
+        with pytest.raises(ConfigError, match="bad stream setting .*window=N, sink=N"):
+            parse_system(bad, "tiny")
+    with pytest.raises(ConfigError, match="stream settings apply to generators, not to renderer"):
+        parse_system("renderer,window=24", "tiny")
     jobs = make_jobs(6, 8, ("prompt_switch", "wraparound", "pan_and_return"), seed=1000)
     assert jobs == make_jobs(6, 8, ("prompt_switch", "wraparound", "pan_and_return"), seed=1000)
     assert [j.scenario for j in jobs[:3]] == ["prompt_switch", "wraparound", "pan_and_return"]
@@ -261,6 +271,12 @@ def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path, capsys):
     drift = json.loads((out / "results.json").read_text())["table"]["background drift, last 10 s (MAE)"]
     assert drift["window - renderer"]["mean"] == pytest.approx(drift["window"]["mean"])  # the renderer's is 0
     assert main(["eval-world", "--systems", "tiny:lstm", "--out-dir", str(out)]) == 2
+    short = [*argv[:4], "w=hybrid,window=6", *argv[7:]]  # a window of sink + block: no local past
+    assert main(short) == 0
+    record = json.loads(next((out / "videos" / "w").glob("*.json")).read_text())
+    assert (record["system"]["window"], record["system"]["sink"]) == (6, None)
+    assert main([*argv[:4], "w=hybrid,window=9", *argv[7:]]) == 2  # the cache was made with window 6
+    assert "generated with stream settings {'window': 6, 'sink': None}" in capsys.readouterr().err
     assert main([*argv, "--compare", "hybrid,sink"]) == 2
     assert "--compare 'hybrid,sink': write A,B with two of the system labels" in capsys.readouterr().err
 

@@ -28,7 +28,8 @@ def add_world_args(parser: argparse.ArgumentParser) -> None:
 
     g = _Group()
     g.add_argument("--systems", nargs="+", default=["hybrid", "sink", "window"],
-                   help="LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY (model from --world-model); references: renderer "
+                   help="LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY (model from --world-model); MEMORY may carry stream "
+                        "settings, e.g. hybrid,window=24,sink=3 (latent frames); references: renderer "
                         "(perfect videos: the ceiling), vae:VAE_DIR (them through a VAE), teacher:DIR (the recipe's teacher, "
                         "single-prompt scenarios, ~5 s); default: %(default)s")
     g.add_argument("--compare", nargs="+", default=None, metavar="A,B",

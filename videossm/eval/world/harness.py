@@ -4,7 +4,9 @@
         --videos 16 --seconds 60 --out-dir runs/world_eval
 
 A *system* is a model (checkpoint folder or preset) under one memory mode: `LABEL=MODEL:MEMORY`,
-`MODEL:MEMORY`, or just `MEMORY` (model from --world-model). Two reference systems bound the table:
+`MODEL:MEMORY`, or just `MEMORY` (model from --world-model). The memory mode may carry stream settings
+other than the checkpoint's, e.g. `hybrid,window=24` or `sink,window=24,sink=6` (the local window and the
+sink, in latent frames, as `generate --window --sink`). Two reference systems bound the table:
 `renderer` (the world's perfect video of each job: the metrics' ceiling) and `vae:VAE_DIR` (that video
 encoded and decoded by a VAE: the ceiling of any generator decoded by it). A third, `teacher:DIR`, is the
 bidirectional teacher of the recipe (`train teacher`'s OUT/teacher) sampling each job's clip whole with
@@ -67,35 +69,58 @@ CURVES = ("color_adherence", "shape_adherence", "direction_adherence", "presence
           "flicker")
 
 
+STREAM_OVERRIDES = {"window": "window_frames", "sink": "sink_frames"}  # MEMORY,KEY=N -> StreamConfig field
+
+
 @dataclass(frozen=True)
 class System:
     label: str
     model: str
     memory: str
+    window: int | None = None  # local window in latent frames; None: the checkpoint's
+    sink: int | None = None  # sink frames; None: the checkpoint's
+
+    def stream_overrides(self) -> dict[str, int]:
+        """The StreamConfig fields this system sets over its checkpoint's (from_pretrained keywords)."""
+        return {STREAM_OVERRIDES[k]: getattr(self, k) for k in STREAM_OVERRIDES if getattr(self, k) is not None}
 
 
 REFERENCE_SIZE = 128  # frame size of the reference systems' videos (the shipped default)
 
 
 def parse_system(text: str, default_model: str | None = None) -> System:
-    """`LABEL=MODEL:MEMORY`, `MODEL:MEMORY` or `MEMORY`; or a reference system: `renderer` (the world's own
+    """`LABEL=MODEL:MEMORY`, `MODEL:MEMORY` or `MEMORY`, each optionally followed by stream settings
+    (`,window=N`, `,sink=N`: latent frames, over the checkpoint's); or a reference system: `renderer` (the world's own
     perfect video of each job: the metrics' ceiling) or `vae:VAE_DIR` (that video through a diffusers
     AutoencoderKLWan folder and back: the ceiling a generator decoded by that VAE can reach). Without a
     MODEL, `default_model` or, when that is None, the shipped checkpoint of MEMORY (config.default_model)."""
-    label, _, spec = text.rpartition("=")
+    head, *settings = text.split(",")
+    label, _, spec = head.rpartition("=")
     if spec == "renderer" or spec.startswith(("vae:", "teacher:")):
+        if settings:
+            raise ConfigError(f"system {text!r}: stream settings apply to generators, not to {spec.split(':')[0]}")
         kind, _, path = spec.partition(":")
         if kind != "renderer" and not os.path.isdir(path):
             raise ConfigError(f"system {text!r}: {kind} folder {path!r} not found")
         return System(label or kind, path or "renderer", kind)
     model, _, memory = spec.rpartition(":")
+    overrides = {}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        if key not in STREAM_OVERRIDES or not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"system {text!r}: bad stream setting {setting!r}; accepted: "
+                              f"{', '.join(k + '=N' for k in STREAM_OVERRIDES)} with N a positive integer "
+                              f"(e.g. hybrid,window=24)")
+        overrides[key] = int(value)
     if memory not in MEMORY_MODES:
         raise ConfigError(f"system {text!r}: unknown memory mode {memory!r}; accepted: {', '.join(MEMORY_MODES)} "
                           f"(write LABEL=MODEL:MEMORY, MODEL:MEMORY or MEMORY; or renderer, vae:VAE_DIR, teacher:DIR)")
     default_model = default_model or config_default_model(memory)
     model = model or default_model
-    label = label or (memory if model == default_model else f"{os.path.basename(model.rstrip('/'))}:{memory}")
-    return System(label, model, memory)
+    if not label:
+        label = memory if model == default_model else f"{os.path.basename(model.rstrip('/'))}:{memory}"
+        label += "".join(f",{k}={v}" for k, v in overrides.items())
+    return System(label, model, memory, **overrides)
 
 
 class ReferenceVideos:
@@ -289,6 +314,11 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
             if recorded != sampling:
                 raise ConfigError(f"{path} was sampled with {recorded}, not {sampling}; "
                                   f"pass another --out-dir (or label) for other teacher settings")
+            recorded = {k: cached["system"].get(k) for k in STREAM_OVERRIDES}
+            if recorded != {k: getattr(system, k) for k in STREAM_OVERRIDES}:
+                raise ConfigError(f"{path} was generated with stream settings {recorded}, not "
+                                  f"{ {k: getattr(system, k) for k in STREAM_OVERRIDES} }; pass another --out-dir "
+                                  f"(or label) for other settings")
             results[job.name] = cached
             continue
         if pipe is None and system.memory in ("renderer", "vae"):
@@ -296,7 +326,8 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
         if pipe is None and system.memory == "teacher":
             pipe = TeacherVideos(system, device, **sampling)
         if pipe is None:
-            pipe = VideoSSMPipeline.from_pretrained(system.model, device=device, memory=system.memory)
+            pipe = VideoSSMPipeline.from_pretrained(system.model, device=device, memory=system.memory,
+                                                    **system.stream_overrides())
         if isinstance(pipe, (ReferenceVideos, TeacherVideos)):
             fps = pipe.fps
             frames, stats = pipe.generate(job, seconds, fps)
