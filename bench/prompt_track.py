@@ -1,7 +1,7 @@
 """What does one prompt's video show, span by span? The world probe's reading of a long generation.
 
     PYTHONPATH=. python bench/prompt_track.py MODEL [--prompt "..."] [--seconds 60] [--seeds 0,1] [--span 10]
-        [--switch-to "..." --switch-at 5] [--window N]
+        [--switch-to "..." --switch-at 5] [--window N] [--sink N]
 
 For each seed it generates the prompt and prints, per span of `--span` seconds: the share of frames that
 show the object, the probe's majority colour and shape over those frames (with their share), and the mean
@@ -35,10 +35,11 @@ def main() -> None:
     p.add_argument("--switch-at", type=float, default=5.0, help="seconds into the video of the switch")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--window", type=int, default=None, help="local window in latent frames (default: the model's)")
+    p.add_argument("--sink", type=int, default=None, help="sink frames (default: the model's)")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
-    overrides = {} if args.window is None else {"window_frames": args.window}
+    overrides = {k: v for k, v in (("window_frames", args.window), ("sink_frames", args.sink)) if v is not None}
     pipe = VideoSSMPipeline.from_pretrained(args.model, **overrides)
     cfg, probe = pipe.model_config, load_probe(None)
     span = max(1, round(args.span * cfg.fps))

@@ -21,7 +21,7 @@ from videossm.sampling.ode import ode_sigmas, sample_ode
 from videossm.sampling.scheduler import denoising_sigmas
 from videossm.train.causal import load_checkpoint
 from videossm.train.common import read_csv
-from videossm.weights.checkpoint import load_safetensors
+from videossm.weights.checkpoint import load_safetensors, read_config
 
 
 def _ckpt_model(out):
@@ -425,7 +425,7 @@ def test_bad_stage_arguments_are_named(runs, capsys):
     assert rc == 2 and "is not a VAE folder" in capsys.readouterr().err
 
 
-def test_ship_halves_the_transformer_and_loads_the_same_model(runs, tmp_path):
+def test_ship_halves_the_transformer_and_loads_the_same_model(runs, tmp_path, capsys):
     target = str(tmp_path / "assets" / "videossm-hybrid")
     assert main(["train", "ship", "--student", os.path.join(runs["causal"], "student"), "--to", target]) == 0
     full = load_safetensors(os.path.join(runs["causal"], "student", "transformer.safetensors"))
@@ -457,6 +457,23 @@ def test_ship_halves_the_transformer_and_loads_the_same_model(runs, tmp_path):
     save_file(vae_weights, os.path.join(target, "vae", "diffusion_pytorch_model.safetensors"))
     with pytest.raises(ConfigError, match=r"missing \['decoder.conv_out.weight'\]"):
         load_vae(os.path.join(target, "vae"))
+    # Stream settings other than training's: set at ship time, also on an already shipped checkpoint.
+    wide = str(tmp_path / "assets" / "videossm-wide")
+    assert main(["train", "ship", "--student", os.path.join(runs["causal"], "student"), "--to", wide,
+                 "--window-frames", "24", "--sink-frames", "6"]) == 0
+    settings = VideoSSMPipeline.from_pretrained(wide).stream_config
+    assert (settings.window_frames, settings.sink_frames) == (24, 6)
+    student_stream = read_config(os.path.join(runs["causal"], "student"))["stream"]
+    assert read_config(target)["stream"] == student_stream and student_stream["window_frames"] != 24  # no flags
+    weights = {name: open(os.path.join(wide, name), "rb").read()
+               for name in ("transformer.safetensors", os.path.join("vae", "diffusion_pytorch_model.safetensors"))}
+    assert main(["train", "ship", "--student", wide, "--to", wide, "--window-frames", "18"]) == 0  # onto itself
+    settings = VideoSSMPipeline.from_pretrained(wide).stream_config
+    assert (settings.window_frames, settings.sink_frames) == (18, 6)
+    assert all(open(os.path.join(wide, name), "rb").read() == data for name, data in weights.items())
+    assert main(["train", "ship", "--student", wide, "--to", wide, "--window-frames", "8"]) == 2
+    assert "window_frames=8 is smaller than sink_frames + block_frames = 6 + 3" in capsys.readouterr().err
+    assert VideoSSMPipeline.from_pretrained(wide).stream_config.window_frames == 18  # a refused ship changes nothing
     # An untrained model is never shipped.
     fresh = str(tmp_path / "fresh")
     VideoSSMPipeline.from_pretrained("test").save_pretrained(fresh)
@@ -864,7 +881,9 @@ def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp
     teacher_cmd = json.load(open(os.path.join(runs["teacher"], "metrics.json")))["command"]
     assert teacher_cmd and f"`{teacher_cmd}`" in text  # the command the run recorded, verbatim
     assert "| vae | " in text and "not run yet" in text  # the missing VAE run is said, not hidden
-    assert "| `assets/videossm-hybrid` | hybrid | yes |" in text and "| `assets/videossm-sink` | sink | not yet |" in text
+    stream = read_config(str(assets / "videossm-hybrid"))["stream"]
+    assert f"| `assets/videossm-hybrid` | hybrid | yes | {stream['window_frames']} / {stream['sink_frames']} |" in text
+    assert "| `assets/videossm-sink` | sink | not yet |" in text
     assert (eval_dir / "table.md").read_text().strip() in text
     assert (assets / "model_card_curves.png").exists()
     assert "red triangle on purple" in text  # the held-out combinations, from the split itself
@@ -884,6 +903,22 @@ def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp
     text = main(["train", "card", "--runs", str(recipe), "--to", str(card)]) == 0 and card.read_text()
     assert f"| causal-cgrad-long | `{recipe / 'causal-cgrad-long'}` | not run yet" in text  # the recipe's chain
     assert f"| dmd3 | `{recipe / 'dmd3-hybrid'}` | not run yet" in text
+    # Runs whose folders are gone keep their rows (and the init's kind) from the card being replaced, and the
+    # checkpoints table follows a re-ship with other stream settings.
+    os.unlink(recipe / "teacher")
+    shutil.rmtree(recipe / "causal")
+    assert main(["train", "ship", "--student", str(assets / "videossm-hybrid"), "--to", str(assets / "videossm-hybrid"),
+                 "--window-frames", "12", "--sink-frames", "6"]) == 0
+    kept = main(["train", "card", "--runs", str(recipe), "--to", str(card)]) == 0 and card.read_text()
+    assert f"| teacher | `{recipe / 'teacher'}` | `{teacher_cmd}` |" in kept
+    assert kept.count(f"| causal | `{recipe / 'causal'}` | `") == 2  # hybrid and sink (window has its own)
+    assert "teacher forcing on the world's noised clips" in kept
+    assert "| `assets/videossm-hybrid` | hybrid | yes | 12 / 6 |" in kept
+    assert kept.replace("12 / 6", f"{stream['window_frames']} / {stream['sink_frames']}") == text  # nothing else
+    (tmp_path / "fresh.md").write_text("")  # a card with nothing recorded says so
+    fresh = main(["train", "card", "--runs", str(recipe), "--to", str(tmp_path / "fresh.md"),
+                  "--assets", str(assets)]) == 0 and (tmp_path / "fresh.md").read_text()
+    assert f"| teacher | `{recipe / 'teacher'}` | not run yet" in fresh
 
 
 def test_model_card_names_a_missing_eval_table(tmp_path, capsys):

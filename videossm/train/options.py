@@ -253,6 +253,11 @@ def add_ship_args(p) -> None:
     p.add_argument("--vae", default=None, metavar="VAE_DIR",
                    help="ship this VAE instead of the student's: a decoder retrained with `train vae --encoder-from` "
                         "(its encoder and latent statistics must equal the student's)")
+    p.add_argument("--window-frames", type=int, default=None,
+                   help="the local window the shipped checkpoint streams with, in latent frames, sink and block "
+                        "included (default: the student's)")
+    p.add_argument("--sink-frames", type=int, default=None,
+                   help="the sink the shipped checkpoint streams with (default: the student's)")
 
 
 def add_card_args(p) -> None:

@@ -12,6 +12,11 @@ leaves a half-written model where the app looks for one.
 `--vae DIR` ships another VAE in place of the student's: a decoder trained later on the same frozen
 encoder (`train vae --encoder-from`), which decodes the very latents the student was trained on. It is
 refused unless its encoder weights and latent statistics equal the student's VAE's.
+
+`--window-frames N` / `--sink-frames N` set the stream settings the checkpoint is loaded with (its config's
+`stream` section), where inference streams better with other settings than training used (docs/TRAINING.md,
+"The local window at inference"). A shipped checkpoint may be shipped again onto itself to change them: its
+fp16 weights and decoder-only VAE pass through unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from ..weights.checkpoint import TRANSFORMER_NAME, CheckpointError, load_safetensors, read_config
+from ..weights.checkpoint import CONFIG_NAME, TRANSFORMER_NAME, CheckpointError, load_safetensors, read_config
 
 
 def check_same_latent_space(student_vae: str, vae: str) -> None:
@@ -43,15 +48,29 @@ def check_same_latent_space(student_vae: str, vae: str) -> None:
                           f"{student_vae}`")
 
 
+def shipped_stream(config: dict, window_frames: int | None, sink_frames: int | None) -> dict:
+    """The checkpoint config's `stream` section with the shipped window and sink (None: keep the student's);
+    ConfigError names a setting the stream cannot run with."""
+    import dataclasses
+
+    from ..config import StreamConfig
+
+    stream = StreamConfig(**config.get("stream", {})).with_overrides(window_frames=window_frames,
+                                                                     sink_frames=sink_frames)
+    return dataclasses.asdict(stream)
+
+
 def ship(args) -> dict:
-    from diffusers import AutoencoderKLWan
+    import json
+
     from safetensors.torch import save_file
 
-    from ..models.vae import VAE_WEIGHTS, decoder_only_state
+    from ..models.vae import VAE_WEIGHTS, decoder_only_state, load_vae
 
     config = read_config(args.student)
     if not config.get("trained"):
         raise CheckpointError(f"{args.student}: its config says trained=false; only trained students are shipped")
+    config["stream"] = shipped_stream(config, args.window_frames, args.sink_frames)
     target = os.path.normpath(args.to)
     staging = f"{target}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -65,10 +84,14 @@ def ship(args) -> dict:
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in weights.items()}
     save_file(half, os.path.join(staging, TRANSFORMER_NAME))
     vae_dir = os.path.join(staging, "vae")
-    save_file(decoder_only_state(AutoencoderKLWan.from_pretrained(vae_dir)), os.path.join(vae_dir, VAE_WEIGHTS))
+    save_file(decoder_only_state(load_vae(vae_dir)), os.path.join(vae_dir, VAE_WEIGHTS))  # full or shipped
+    with open(os.path.join(staging, CONFIG_NAME), "w") as f:
+        json.dump(config, f, indent=2)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(target) for f in files)
     vae_note = f", VAE from {args.vae}" if args.vae else ""
-    print(f"shipped {args.student} -> {target} ({size / 2**20:.1f} MiB, transformer in fp16{vae_note})")
-    return {"target": target, "bytes": size, "vae": args.vae}
+    stream = config["stream"]
+    print(f"shipped {args.student} -> {target} ({size / 2**20:.1f} MiB, transformer in fp16{vae_note}; streams "
+          f"with window {stream['window_frames']}, sink {stream['sink_frames']})")
+    return {"target": target, "bytes": size, "vae": args.vae, "stream": stream}
