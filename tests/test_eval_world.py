@@ -295,3 +295,24 @@ def test_world_args_join_another_eval_parser():
     assert (args.device, args.world_videos, args.systems, args.seconds) == ("cpu", 3, ["hybrid", "window"], 30.0)
     assert args.videos == []  # the eval parser's own VIDEO files are untouched
     assert callable(run_from_args)
+
+
+def test_a_cached_video_of_a_checkpoint_streamed_with_other_settings_is_refused(tmp_path, capsys):
+    from videossm.pipeline import VideoSSMPipeline
+
+    model = tmp_path / "model"
+    VideoSSMPipeline.from_pretrained("test").save_pretrained(str(model))
+    out = tmp_path / "eval"
+    argv = ["eval-world", "--systems", f"m={model}:hybrid", "--videos", "1", "--seconds", "1", "--scenarios",
+            "plain", "--out-dir", str(out), "--bootstrap", "10", "--no-progress"]
+    assert main(argv) == 0
+    config_path = model / "videossm_config.json"
+    config = json.loads(config_path.read_text())
+    stream = {"window_frames": config["stream"]["window_frames"], "sink_frames": config["stream"]["sink_frames"]}
+    record = json.loads(next((out / "videos" / "m").glob("*.json")).read_text())
+    assert record["stream"] == stream
+    assert main(argv) == 0  # the same settings: taken from the cache
+    config["stream"]["window_frames"] += 3  # as `train ship --window-frames` would re-ship it
+    config_path.write_text(json.dumps(config))
+    assert main(argv) == 2
+    assert f"was generated with {stream}" in capsys.readouterr().err

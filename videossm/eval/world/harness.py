@@ -85,6 +85,18 @@ class System:
         return {STREAM_OVERRIDES[k]: getattr(self, k) for k in STREAM_OVERRIDES if getattr(self, k) is not None}
 
 
+def stream_settings(system: System) -> dict[str, int] | None:
+    """The window and sink a generator system streams with: its checkpoint folder's config under the
+    system's settings. None where that is not on disk to read (references, presets, hub names)."""
+    from ...weights.checkpoint import CONFIG_NAME, read_config
+
+    if system.memory not in MEMORY_MODES or not os.path.isfile(os.path.join(system.model, CONFIG_NAME)):
+        return None
+    stream = StreamConfig(**read_config(system.model).get("stream", {})).with_overrides(
+        memory=system.memory, **system.stream_overrides())
+    return {"window_frames": stream.window_frames, "sink_frames": stream.effective_sink_frames}
+
+
 REFERENCE_SIZE = 128  # frame size of the reference systems' videos (the shipped default)
 
 
@@ -295,8 +307,10 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
 
     `teacher_sampling` ({"steps", "guidance", "shift", "start_sigma"}; DEFAULT_TEACHER_SAMPLING fills the
     rest) is how a `teacher:DIR` system samples; it is kept in each of its records, and a cached record made
-    with other settings is an error rather than a silent mix."""
-    sampling = None
+    with other settings is an error rather than a silent mix. So is a generator's record made with another
+    window or sink than the system now streams with (e.g. a checkpoint re-shipped with other settings;
+    records older than this check carry no `stream` and are taken as they are)."""
+    sampling, settings = None, stream_settings(system)
     if system.memory == "teacher":
         sampling = {**DEFAULT_TEACHER_SAMPLING, **(teacher_sampling or {})}
     from ...pipeline import VideoSSMPipeline
@@ -319,6 +333,9 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
                 raise ConfigError(f"{path} was generated with stream settings {recorded}, not "
                                   f"{ {k: getattr(system, k) for k in STREAM_OVERRIDES} }; pass another --out-dir "
                                   f"(or label) for other settings")
+            if settings and cached.get("stream", settings) != settings:
+                raise ConfigError(f"{path} was generated with {cached['stream']}, and {system.model} now streams "
+                                  f"with {settings}; pass another --out-dir (or label), or delete the record")
             results[job.name] = cached
             continue
         if pipe is None and system.memory in ("renderer", "vae"):
@@ -335,8 +352,13 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
             fps = pipe.model_config.fps
             frames, stats = pipe.generate(job.timeline(fps), seconds, seed=job.seed)
         metrics = video_metrics(frames, job.segments, fps, probe, config)
+        stream = None
+        if not isinstance(pipe, (ReferenceVideos, TeacherVideos)):
+            stream = {"window_frames": pipe.stream_config.window_frames,
+                      "sink_frames": pipe.stream_config.effective_sink_frames}
         record = _clean({"job": asdict(job), "system": asdict(system), "trained": pipe.trained,
-                         "gen_fps": stats["fps"], **({"sampling": sampling} if sampling else {}), **metrics})
+                         "gen_fps": stats["fps"], **({"sampling": sampling} if sampling else {}),
+                         **({"stream": stream} if stream else {}), **metrics})
         if save_videos:
             from ...video.mp4 import Mp4Writer
 
