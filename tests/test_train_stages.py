@@ -658,6 +658,14 @@ def test_rollout_stage_trains_resumes_exactly_and_exports_a_student(runs, tmp_pa
             assert torch.equal(clips.object_mask[b, 0, t], torch.from_numpy(clip.object_mask(t)))
     torch.testing.assert_close(clips.context, data.latents.encode(np.stack([c.frames[:9] for c in truth])))
 
+    # the window and sink are the student's unless set (the shipped ones stream wider than they trained)
+    assert run(tmp_path / "wide", 1, "--window-frames", "9", "--sink-frames", "0") == 0
+    wide = VideoSSMPipeline.from_pretrained(str(tmp_path / "wide" / "student")).stream_config
+    assert (wide.window_frames, wide.sink_frames) == (9, 0)
+    assert run(tmp_path / "whole", 4, "--resume", "--window-frames", "9") == 2  # not what the run trained with
+    assert "stream.window_frames: 6 in the checkpoint, 9 now" in capsys.readouterr().err
+    assert run(tmp_path / "bad", 1, "--window-frames", "2") == 2
+    assert "window_frames=2 is smaller than sink_frames + block_frames" in capsys.readouterr().err
     assert run(tmp_path / "bad", 1, "--context-blocks", "3") == 2
     assert "--context-blocks 3 leaves no block to generate" in capsys.readouterr().err
     assert run(tmp_path / "bad", 1, "--object-weight", "0") == 2

@@ -222,8 +222,16 @@ class Checkpointer:
         if payload["config"] != self.config:
             diff = sorted(k for k in set(payload["config"]) | set(self.config)
                           if payload["config"].get(k) != self.config.get(k))
-            raise CheckpointMismatch(f"{path} was trained with a different configuration (differs in {diff}); "
-                                     f"use another --out folder or the same settings")
+            values = []  # what differs, with both values, e.g. stream.window_frames: 12 in the checkpoint, 24 now
+            for k in diff:
+                was, now = payload["config"].get(k), self.config.get(k)
+                if isinstance(was, dict) and isinstance(now, dict):
+                    values += [f"{k}.{sub}: {was.get(sub)!r} in the checkpoint, {now.get(sub)!r} now"
+                               for sub in sorted(set(was) | set(now)) if was.get(sub) != now.get(sub)]
+                else:
+                    values.append(f"{k}: {was!r} in the checkpoint, {now!r} now")
+            raise CheckpointMismatch(f"{path} was trained with a different configuration (differs in {diff}: "
+                                     f"{'; '.join(values)[:600]}); use another --out folder or the same settings")
         acc.unwrap_model(model).load_state_dict(payload["model"])
         if optimizer is not None:
             optimizers = optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]

@@ -179,6 +179,10 @@ def add_rollout_args(p) -> None:
     p.add_argument("--out", default="runs/rollout", help="run folder: checkpoints, logs, student/")
     p.add_argument("--memory", default=None, choices=MEMORY_MODES,
                    help="memory mode to train (default: the student's)")
+    p.add_argument("--window-frames", type=int, default=None,
+                   help="local window to train with, in latent frames (default: the student's; the shipped "
+                        "checkpoints stream with 24 but were trained with 12)")
+    p.add_argument("--sink-frames", type=int, default=None, help="sink frames (default: the student's)")
     p.add_argument("--latent-frames", type=int, default=42,
                    help="clip length in latent frames, context included (42: 10.5 s, long enough for a wrapping "
                         "object to leave the frame and come back)")

@@ -298,7 +298,8 @@ def train_rollout(args) -> dict:
         torch.set_num_threads(args.threads)
     acc = Accelerator(cpu=args.cpu)
     pipe = load_checkpoint(args.student, acc.device)
-    stream_config = pipe.stream_config.with_overrides(memory=args.memory)
+    stream_config = pipe.stream_config.with_overrides(memory=args.memory, window_frames=args.window_frames,
+                                                      sink_frames=args.sink_frames)
     check_frames(args.latent_frames, stream_config)
     context_frames = args.context_blocks * stream_config.block_frames
     if context_frames >= args.latent_frames:
