@@ -9,8 +9,9 @@ its two continuations that teach the motion words -> dmd3-MODE -> long3-MODE, an
 (`runs/` is not in git) keeps its row from the card being replaced, so cleaning up runs never erases how a
 shipped checkpoint was made; a stage found in neither is listed as not run, so a partial card says plainly
 how far training got. The checkpoints table gives the stream settings each checkpoint loads with (its
-config's window and sink, which `train ship --window-frames --sink-frames` may set apart from training's). The metrics table is the `table.md` of an `eval-world` run (copied
-with its `curves.png` beside the card); the data section is generated from the world's grammar and split.
+config's window and sink, which `train ship --window-frames --sink-frames` may set apart from training's).
+The metrics table is the `table.md` of an `eval-world` run (copied with its `curves.png` beside the card);
+the data section is generated from the world's grammar and split.
 """
 
 from __future__ import annotations
