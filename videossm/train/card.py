@@ -125,6 +125,8 @@ def data_section() -> list[str]:
 def write_card(runs: str, to: str, eval_dir: str | None = None, assets: str | None = None,
                modes: tuple[str, ...] = MODES, chain: str = RECIPE_CHAIN) -> str:
     """Write the card to `to` (markdown); returns its text."""
+    from ..weights.checkpoint import read_config  # imports torch: only when a card is written
+
     if eval_dir and not os.path.exists(os.path.join(eval_dir, "table.md")):
         raise ConfigError(f"--eval {eval_dir!r} holds no table.md; run `python -m videossm eval-world ... "
                           f"--out-dir {eval_dir}` first")
@@ -149,8 +151,7 @@ def write_card(runs: str, to: str, eval_dir: str | None = None, assets: str | No
         folder = os.path.join(assets, f"videossm-{mode}")
         if os.path.isdir(folder):
             size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
-            with open(os.path.join(folder, "videossm_config.json")) as f:
-                stream = json.load(f).get("stream", {})
+            stream = read_config(folder).get("stream", {})
             sink = "none (window mode)" if mode == "window" else stream.get("sink_frames", "?")
             lines.append(f"| `assets/videossm-{mode}` | {mode} | yes | {stream.get('window_frames', '?')} / {sink} "
                          f"| {size / 2**20:.1f} MiB |")

@@ -85,6 +85,11 @@ class System:
         return {STREAM_OVERRIDES[k]: getattr(self, k) for k in STREAM_OVERRIDES if getattr(self, k) is not None}
 
 
+def window_and_sink(stream: StreamConfig) -> dict[str, int]:
+    """What a video record keeps of the stream it was made with (`window` mode's sink counts as 0)."""
+    return {"window_frames": stream.window_frames, "sink_frames": stream.effective_sink_frames}
+
+
 def stream_settings(system: System) -> dict[str, int] | None:
     """The window and sink a generator system streams with: its checkpoint folder's config under the
     system's settings. None where that is not on disk to read (references, presets, hub names)."""
@@ -92,9 +97,8 @@ def stream_settings(system: System) -> dict[str, int] | None:
 
     if system.memory not in MEMORY_MODES or not os.path.isfile(os.path.join(system.model, CONFIG_NAME)):
         return None
-    stream = StreamConfig(**read_config(system.model).get("stream", {})).with_overrides(
-        memory=system.memory, **system.stream_overrides())
-    return {"window_frames": stream.window_frames, "sink_frames": stream.effective_sink_frames}
+    return window_and_sink(StreamConfig(**read_config(system.model).get("stream", {})).with_overrides(
+        memory=system.memory, **system.stream_overrides()))
 
 
 REFERENCE_SIZE = 128  # frame size of the reference systems' videos (the shipped default)
@@ -329,10 +333,10 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
                 raise ConfigError(f"{path} was sampled with {recorded}, not {sampling}; "
                                   f"pass another --out-dir (or label) for other teacher settings")
             recorded = {k: cached["system"].get(k) for k in STREAM_OVERRIDES}
-            if recorded != {k: getattr(system, k) for k in STREAM_OVERRIDES}:
-                raise ConfigError(f"{path} was generated with stream settings {recorded}, not "
-                                  f"{ {k: getattr(system, k) for k in STREAM_OVERRIDES} }; pass another --out-dir "
-                                  f"(or label) for other settings")
+            wanted = {k: getattr(system, k) for k in STREAM_OVERRIDES}
+            if recorded != wanted:
+                raise ConfigError(f"{path} was generated with stream settings {recorded}, not {wanted}; pass another "
+                                  f"--out-dir (or label) for other settings")
             if settings and cached.get("stream", settings) != settings:
                 raise ConfigError(f"{path} was generated with {cached['stream']}, and {system.model} now streams "
                                   f"with {settings}; pass another --out-dir (or label), or delete the record")
@@ -352,10 +356,7 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
             fps = pipe.model_config.fps
             frames, stats = pipe.generate(job.timeline(fps), seconds, seed=job.seed)
         metrics = video_metrics(frames, job.segments, fps, probe, config)
-        stream = None
-        if not isinstance(pipe, (ReferenceVideos, TeacherVideos)):
-            stream = {"window_frames": pipe.stream_config.window_frames,
-                      "sink_frames": pipe.stream_config.effective_sink_frames}
+        stream = None if isinstance(pipe, (ReferenceVideos, TeacherVideos)) else window_and_sink(pipe.stream_config)
         record = _clean({"job": asdict(job), "system": asdict(system), "trained": pipe.trained,
                          "gen_fps": stats["fps"], **({"sampling": sampling} if sampling else {}),
                          **({"stream": stream} if stream else {}), **metrics})
