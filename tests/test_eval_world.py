@@ -258,6 +258,14 @@ def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path, capsys):
     assert results["table"]["background drift, last 10 s (MAE)"]["renderer"]["mean"] == 0.0
     video = next(iter(results["videos"]["hybrid"].values()))
     assert video["trained"] is False and len(video["curves"]["t"]) == 1
+    # the presence gap: |presence - the world's presence on the job|, the world read once per job and cached
+    world = {p.stem: json.loads(p.read_text()) for p in (out / "world").glob("*.json")}
+    assert set(world) == set(results["videos"]["hybrid"]) and all(w["seconds"] == 1.5 for w in world.values())
+    for label, videos in results["videos"].items():
+        for name, v in videos.items():
+            expected = abs(v["scalars"]["presence"] - world[name]["presence"])
+            assert v["scalars"]["presence_gap"] == pytest.approx(expected), (label, name)
+    assert results["table"]["object presence, gap to the world's"]["renderer"]["mean"] == 0.0
     table = (out / "table.md").read_text()
     assert "hybrid - window" in table and "Untrained" in table
     assert (out / "curves.png").stat().st_size > 1000

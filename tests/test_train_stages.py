@@ -1117,6 +1117,92 @@ def test_rollout_pixel_phase_forgives_the_objects_timing(runs, tmp_path, capsys)
         assert message in capsys.readouterr().err
 
 
+def test_rollout_free_blocks_judge_the_stream_deep_in_its_own_history(runs, tmp_path, capsys):
+    """`train rollout --free-blocks N`: after the context the student makes blocks on its own as at inference
+    (every step, no graph, unjudged), and only the blocks after them are judged, against the frames of a clip
+    rendered that much longer. The loss against the reference decode of the same stream is zero, one frame late
+    it is not; the clips' targets are the longer clip's frames from the first judged one; a run logs the drawn
+    count, keeps it in its config, resumes exactly, and refuses the terms that read the clip from its start."""
+    from videossm.models.vae import decode_frames
+    from videossm.sampling.stream import StreamingGenerator
+    from videossm.train.data import batch_rng, load_frozen_vae
+    from videossm.train.rollout import RolloutLoss, WorldRollouts
+    from videossm.world import sample_training_clip
+
+    student = os.path.join(runs["long"], "student")
+    pipe = load_checkpoint(student, "cpu")
+    sc, cfg = pipe.stream_config, pipe.model_config
+    context = torch.randn(1, cfg.in_channels, 3, cfg.latent_height, cfg.latent_width,
+                          generator=torch.Generator().manual_seed(5))
+    text = pipe.text_encoder.encode("a red circle moving right on a gray background")
+    exit_steps = [1, 3]
+    with torch.no_grad():  # the reference: context, two free blocks at every step, then the judged blocks
+        gen = StreamingGenerator(pipe.transformer, sc)
+        state = gen.new_state(7, batch_size=1)
+        gen.set_prompt(state, "p", text)
+        gen.commit_block(state, context)
+        blocks = [context, gen.generate_block(state), gen.generate_block(state)]
+        for e in exit_steps:
+            blocks.append(gen.denoise_block(state, e))
+            gen.commit_block(state, blocks[-1])
+        vae = pipe.decoder.vae
+        reference = decode_frames(vae, pipe.decoder.denormalize(torch.cat(blocks, dim=2)),
+                                  [None] * vae._cached_conv_counts["decoder"], 0)  # [1, 3, 57, H, W]
+    judged_from = 1 + 4 * 8  # the first pixel frame of latent frame 9, after 3 context and 6 free frames
+    judged = reference[:, :, judged_from:]
+    mask = torch.zeros(1, 1, *judged.shape[2:], dtype=torch.bool)
+    mask[..., 8:16, 8:16] = True
+    model = RolloutLoss(pipe.transformer, sc, pipe.decoder, object_weight=5.0, memory_grad=True)
+    loss, extra, _ = model(context, text, judged, mask, exit_steps, seed=7, free_blocks=2, judged_from=judged_from)
+    assert loss.item() < 1e-10 and extra["object_mse"] < 1e-10
+    late = torch.cat([judged[:, :, :1], judged[:, :, :-1]], dim=2)
+    loss, _, _ = model(context, text, late, mask, exit_steps, seed=7, free_blocks=2, judged_from=judged_from)
+    assert loss.item() > 1e-4
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.transformer.parameters())
+    with pytest.raises(ValueError, match="the targets start at pixel frame 9, but the first judged block's is 33"):
+        model(context, text, judged, mask, exit_steps, seed=7, free_blocks=2, judged_from=9)
+
+    # the clips: rendered free frames longer; the context is their start, the targets begin at the judged frames
+    vae = load_frozen_vae(os.path.join(student, "vae"), "cpu")
+    data = WorldRollouts(vae, cfg, 9, 3, {"plain": 1.0}, phase_frames=2)
+    clips = data.batch(batch_rng(0, 0, 2), 1, free_frames=6)
+    clip = sample_training_clip(batch_rng(0, 0, 2), 57 / 16, cfg.height, 16, {"plain": 1.0})
+    assert clips.judged_from == judged_from and clips.pixels.shape[2] == 57 - judged_from
+    np.testing.assert_array_equal(((clips.pixels + 1) * 127.5).round()[0].permute(1, 2, 3, 0).numpy(),
+                                  clip.frames[judged_from:57].astype(np.float32))
+    assert torch.equal(clips.object_mask[0, 0, 0], torch.from_numpy(clip.object_mask(judged_from)))
+    assert torch.equal(clips.phase.masks[0, 0, 0], torch.from_numpy(clip.object_mask(judged_from, -2)))
+    torch.testing.assert_close(clips.context, data.latents.encode(clip.frames[None, :9]))
+    assert data.batch(batch_rng(0, 0, 2), 1).judged_from == 0  # without free frames: the whole clip, as before
+
+    def run(out, steps, *extra):
+        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
+                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
+                     *runs["common"], *extra])
+
+    assert run(tmp_path / "whole", 3, "--free-blocks", "2") == 0
+    assert run(tmp_path / "split", 2, "--free-blocks", "2") == 0
+    assert run(tmp_path / "split", 3, "--free-blocks", "2", "--resume") == 0
+    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    assert np.isfinite(whole["loss"]).all() and set(whole["free_blocks"]) <= {0, 1, 2}
+    np.testing.assert_allclose(split["loss"], whole["loss"], rtol=1e-5)
+    config = torch.load(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
+    assert config["free_blocks"] == 2
+    before = load_safetensors(os.path.join(student, "transformer.safetensors"))
+    after = _ckpt_model(tmp_path / "whole")["model"]
+    assert any(not torch.equal(v, before[k.removeprefix("student.")]) for k, v in after.items())
+    assert run(tmp_path / "whole", 4, "--resume") == 2  # the option is part of the run
+    assert "different configuration" in capsys.readouterr().err
+    for flags, message in ((("--free-blocks", "-1"), "--free-blocks must be >= 0, got -1"),
+                           (("--free-blocks", "2", "--color-weight", "1"),
+                            "--free-blocks 2 cannot go with --color-weight 1.0"),
+                           (("--free-blocks", "2", "--adversarial-weight", "0.1"),
+                            "--free-blocks 2 cannot go with --adversarial-weight 0.1")):
+        assert run(tmp_path / "bad", 1, *flags) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_rollout_anchor_keeps_the_first_block_from_noise(runs, tmp_path, capsys):
     """`train rollout --anchor-weight W`: the first block of a fresh stream from noise, which the rollouts never ask
     for, is held to what the frozen anchor makes of the same noise. At the last exit step it is inference's first

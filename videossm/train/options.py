@@ -188,6 +188,11 @@ def add_rollout_args(p) -> None:
                         "object to leave the frame and come back)")
     p.add_argument("--context-blocks", type=int, default=1,
                    help="blocks of each clip encoded and given as the past; the rest the student generates")
+    p.add_argument("--free-blocks", type=int, default=0, metavar="N",
+                   help="each step draws 0..N blocks that the student makes after the context on its own, as at "
+                        "inference (no gradient, not judged), before the judged blocks of --latent-frames; the "
+                        "clips are rendered that much longer. Judges the stream deep into its own history, where "
+                        "the object fades (0: off; pixel loss and anchor only)")
     p.add_argument("--mixture", default=None, metavar="NAME=W,...",
                    help="scenario mixture of the clips, as train teacher --mixture (default: plain=0.5,"
                         "pan_and_return=0.25,wraparound=0.25)")

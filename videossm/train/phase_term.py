@@ -43,14 +43,16 @@ class PhaseTargets:
         return PhaseTargets(self.background[:, :, p0:p1], self.masks[:, :, p0:p1], self.rgb[:, :, p0:p1])
 
 
-def phase_targets(clips: list[Clip], n_frames: int, phase: int) -> PhaseTargets:
-    """The first `n_frames` of each clip, with the object's masks at timings -phase..phase frames."""
+def phase_targets(clips: list[Clip], n_frames: int, phase: int, start: int = 0) -> PhaseTargets:
+    """Frames start .. n_frames - 1 of each clip, with the object's masks at timings -phase..phase frames."""
     if phase < 0:
         raise ValueError(f"phase must be >= 0 frames, got {phase!r}")
-    background = np.stack([background_frames(c)[:n_frames] for c in clips])  # [B, T, H, W, 3] uint8
-    masks = np.stack([np.stack([np.stack([c.object_mask(i, k) for i in range(n_frames)])
+    if not 0 <= start < n_frames:
+        raise ValueError(f"start must be in [0, {n_frames}), got {start!r}")
+    background = np.stack([background_frames(c)[start:n_frames] for c in clips])  # [B, T, H, W, 3] uint8
+    masks = np.stack([np.stack([np.stack([c.object_mask(i, k) for i in range(start, n_frames)])
                                 for k in range(-phase, phase + 1)]) for c in clips])  # [B, K, T, H, W]
-    rgb = torch.stack([object_rgb([r.color for r in c.records[:n_frames]]) for c in clips])  # [B, T, 3]
+    rgb = torch.stack([object_rgb([r.color for r in c.records[start:n_frames]]) for c in clips])  # [B, T, 3]
     return PhaseTargets(background=torch.from_numpy(background).permute(0, 4, 1, 2, 3).float() / 127.5 - 1,
                         masks=torch.from_numpy(masks), rgb=rgb.permute(0, 2, 1))
 

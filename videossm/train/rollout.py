@@ -13,6 +13,9 @@ did: exposure to its own past, with a target that knows when the object comes ba
 One step, per clip of `--latent-frames` latent frames (42 = 10.5 s: a wrapping object leaves and returns):
 1. The clip's first `--context-blocks` blocks are encoded by `--vae` and written to the KV cache as the
    past (the student's sink, when it has one). The decoder's causal cache is primed on them.
+   With `--free-blocks N`, the student then makes 0..N blocks (drawn each step) on its own, as at inference,
+   unjudged and without gradient, and the clip is rendered that much longer: the judged blocks come deep in
+   the stream's own history, where at inference the object fades (60 s videos lose it after 20-40 s).
 2. Every later block is generated as at inference (`StreamingGenerator`, the student's own cache, window,
    sink and memory), stopping at a random one of the 4 denoising steps whose call keeps its graph
    (Self-Forcing); that x0 is committed to the cache (in `hybrid`, with the gates' graph, so the memory's
@@ -73,13 +76,14 @@ class RolloutClips:
     """One step's clips: the context's latents, the clips' frames and object masks, prompts."""
 
     context: torch.Tensor  # [B, C, Fc, h, w] normalised latents of the first context blocks
-    pixels: torch.Tensor  # [B, 3, T, H, W] in [-1, 1], the whole clip
-    object_mask: torch.Tensor  # [B, 1, T, H, W] bool, the object's exact pixels
+    pixels: torch.Tensor  # [B, 3, T, H, W] in [-1, 1], the clip from pixel frame `judged_from` on
+    object_mask: torch.Tensor  # [B, 1, T, H, W] bool, the object's exact pixels, the same frames
     prompts: list[str]
     seen: torch.Tensor | None = None  # [B, 3, T, H, W] the clip through the VAE (encoded, decoded), with a decoder
     truth: FrameTruth | None = None  # [B, T] the world's answers per frame, with a probe config
     object_rgb: torch.Tensor | None = None  # [B, 3] the objects' exact colours in [-1, 1]
     phase: PhaseTargets | None = None  # the clips at other timings of the object, with phase_frames
+    judged_from: int = 0  # the first pixel frame of `pixels`, `object_mask` and `phase`: 0 unless free frames
 
 
 class WorldRollouts:
@@ -89,7 +93,10 @@ class WorldRollouts:
     real clips of the adversarial term), and the context is the first latent frames of that encoding. With a
     `probe_config` each frame's record is read into `RolloutClips.truth` (the probe term's targets). With
     `phase_frames` > 0 the clips are also drawn with the object up to that many frames early or late
-    (`RolloutClips.phase`, the targets of the timing-tolerant pixel loss)."""
+    (`RolloutClips.phase`, the targets of the timing-tolerant pixel loss).
+
+    `batch(..., free_frames=N)` renders clips N latent frames longer: the student makes those frames on its
+    own after the context, unjudged (`--free-blocks`), so the targets start at the first judged frame."""
 
     def __init__(self, vae, model_config, latent_frames: int, context_frames: int,
                  mixture: dict[str, float] | None = None, split: str = "train",
@@ -98,18 +105,24 @@ class WorldRollouts:
         self.latents = WorldLatents(vae, model_config, context_frames, mixture or SINGLE_PROMPT_MIXTURE)
         self.config, self.mixture, self.split = model_config, mixture or SINGLE_PROMPT_MIXTURE, split
         self.decoder, self.context_frames, self.probe_config = decoder, context_frames, probe_config
-        self.phase_frames = phase_frames
+        self.phase_frames, self.latent_frames = phase_frames, latent_frames
         self.pixel_frames = pixel_frames_for(latent_frames, model_config.vae_scale_temporal)
         self.context_pixels = pixel_frames_for(context_frames, model_config.vae_scale_temporal)
 
-    def batch(self, rng: np.random.Generator, batch: int) -> RolloutClips:
+    def batch(self, rng: np.random.Generator, batch: int, free_frames: int = 0) -> RolloutClips:
         cfg = self.config
-        clips = [sample_training_clip(rng, self.pixel_frames / cfg.fps, cfg.height, cfg.fps, self.mixture,
-                                       self.split)
+        if free_frames < 0:
+            raise ValueError(f"free_frames must be >= 0, got {free_frames!r}")
+        if free_frames and (self.decoder is not None or self.probe_config is not None):
+            raise ValueError("free frames need clips without the VAE's copy or the probe's records (they are read "
+                             "from the clip's start)")
+        n_frames = pixel_frames_for(self.latent_frames + free_frames, cfg.vae_scale_temporal)
+        start = first_pixel_frame(self.context_frames + free_frames, cfg.vae_scale_temporal) if free_frames else 0
+        clips = [sample_training_clip(rng, n_frames / cfg.fps, cfg.height, cfg.fps, self.mixture, self.split)
                  for _ in range(batch)]
-        frames = np.stack([c.frames[: self.pixel_frames] for c in clips])  # [B, T, H, W, 3] uint8
-        masks = np.stack([np.stack([c.object_mask(i) for i in range(self.pixel_frames)]) for c in clips])  # [B, T, H, W]
-        pixels = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # [B, 3, T, H, W]
+        frames = np.stack([c.frames[:n_frames] for c in clips])  # [B, T, H, W, 3] uint8
+        masks = np.stack([np.stack([c.object_mask(i) for i in range(start, n_frames)]) for c in clips])  # [B, T', H, W]
+        pixels = torch.from_numpy(frames[:, start:]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # [B, 3, T', H, W]
         seen = None
         if self.decoder is None:
             context = self.latents.encode(frames[:, : self.context_pixels])
@@ -117,11 +130,12 @@ class WorldRollouts:
             latents = self.latents.encode(frames)  # [B, C, F, h, w]
             context = latents[:, :, : self.context_frames]
             seen = self.decoder.decode(self.decoder.new_state(), latents).float().cpu()  # [B, 3, T, H, W]
-        truth = None if self.probe_config is None else clip_truth(clips, self.pixel_frames, self.probe_config)
-        phase = phase_targets(clips, self.pixel_frames, self.phase_frames) if self.phase_frames else None
+        truth = None if self.probe_config is None else clip_truth(clips, n_frames, self.probe_config)
+        phase = phase_targets(clips, n_frames, self.phase_frames, start) if self.phase_frames else None
         return RolloutClips(context=context.cpu(), pixels=pixels, object_mask=torch.from_numpy(masks)[:, None],
                             prompts=[c.prompt for c in clips], seen=seen, truth=truth,
-                            object_rgb=object_rgb([c.records[0].color for c in clips]), phase=phase)
+                            object_rgb=object_rgb([c.records[0].color for c in clips]), phase=phase,
+                            judged_from=start)
 
 
 @dataclasses.dataclass
@@ -177,7 +191,8 @@ class RolloutLoss(nn.Module):
     def forward(self, context: torch.Tensor, text: torch.Tensor, pixels: torch.Tensor, object_mask: torch.Tensor,
                 exit_steps: list[int], seed: int, disc: nn.Module | None = None, seen: torch.Tensor | None = None,
                 truth: FrameTruth | None = None, rgb: torch.Tensor | None = None, phase: PhaseTargets | None = None,
-                anchor_exit: int = 0) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
+                anchor_exit: int = 0, free_blocks: int = 0, judged_from: int = 0
+                ) -> tuple[torch.Tensor, dict[str, float], AdversarialBatch | None]:
         """context [B, C, Fc, h, w], text [B, L, D], pixels [B, 3, T, H, W], object_mask [B, 1, T, H, W];
         exit_steps: one per generated block. Returns the loss (pixel_weight x the mean block loss; plus, with a
         discriminator `disc` and the clips through the VAE `seen` [B, 3, T, H, W], adversarial_weight x its
@@ -186,12 +201,27 @@ class RolloutLoss(nn.Module):
         logged parts, and the detached (real, fake) clips for the discriminator's step. With phase_frames > 0
         the pixel loss is the timing-tolerant one against `phase`, its timing chosen per block or (phase_per
         "clip") once per clip for the whole rollout (phase_term.py). With anchor_weight > 0, plus anchor_weight
-        x the first-block anchor term at exit step `anchor_exit` (anchor_term.py)."""
+        x the first-block anchor term at exit step `anchor_exit` (anchor_term.py).
+
+        With free_blocks > 0 the student first makes that many blocks after the context as at inference (every
+        denoising step, no graph, unjudged; in `hybrid` the frames they push out of the window go to the
+        memory), and the judged blocks follow; then `pixels`, `object_mask` and `phase` start at pixel frame
+        `judged_from`, the first judged block's (`WorldRollouts.batch(..., free_frames)`)."""
         judge = self.probe[0] if self.probe_weight > 0 else None
         decoder = self.decoder[0]
         temporal, history = self.student.config.vae_scale_temporal, self.history_frames
         state = start_from_context(self.generator, decoder, context, text, seed)
-        weight = 1 + (self.object_weight - 1) * object_mask.float()  # [B, 1, T, H, W]
+        if free_blocks and (disc is not None or judge is not None or self.color_weight > 0):
+            raise ValueError("free blocks are judged by the pixel loss alone: the discriminator, probe and colour "
+                             "terms read the clip from its start")
+        with torch.no_grad():
+            for _ in range(free_blocks):
+                decoder.decode(state.decoder, self.generator.generate_block(state))
+        offset = first_pixel_frame(state.frame_index, temporal) if free_blocks else 0
+        if judged_from != offset:
+            raise ValueError(f"the targets start at pixel frame {judged_from}, but the first judged block's is "
+                             f"{offset} ({free_blocks} free blocks after {context.shape[2]} context frames)")
+        weight = 1 + (self.object_weight - 1) * object_mask.float()  # [B, 1, T', H, W]
         losses, object_sq, object_n, judged, colored = [], 0.0, 0.0, [], []
         if self.color_weight > 0:
             object_share = object_mask[:, 0].flatten(2).float().mean(2).amax(1).clamp(min=1e-3)  # [B]
@@ -202,11 +232,12 @@ class RolloutLoss(nn.Module):
             self.generator.commit_block(state, x0, grad_gates=self.memory_grad)
             pred = decoder.decode_graph(state.decoder, x0).float()  # [B, 3, Tb, H, W]
             p0, p1 = first_pixel_frame(f0, temporal), first_pixel_frame(f0 + x0.shape[2], temporal)
-            target, mask = pixels[:, :, p0:p1], object_mask[:, :, p0:p1]
+            q0, q1 = p0 - offset, p1 - offset  # in the targets, which start at the first judged frame
+            target, mask = pixels[:, :, q0:q1], object_mask[:, :, q0:q1]
             if self.phase_frames:  # [B, K] per timing; the choice waits for the end with phase_per "clip"
-                losses.append(timing_losses(pred, phase.span(p0, p1), self.object_weight))
+                losses.append(timing_losses(pred, phase.span(q0, q1), self.object_weight))
             else:
-                losses.append(pixel_weighted_mse(pred, target, weight[:, :, p0:p1]))
+                losses.append(pixel_weighted_mse(pred, target, weight[:, :, q0:q1]))
             if judge is not None:
                 judged.append(probe_term(judge, pred, truth.span(p0, p1)))
             if self.color_weight > 0:
@@ -257,6 +288,16 @@ class RolloutLoss(nn.Module):
 
 def _check(args) -> dict[str, float] | None:
     check_counts(args, "steps", "batch", "save_every", "log_every", "context_blocks", "disc_width", "disc_steps")
+    if not args.free_blocks >= 0:
+        raise ConfigError(f"--free-blocks must be >= 0, got {args.free_blocks}")
+    if args.free_blocks:
+        for flag, value in (("--adversarial-weight", args.adversarial_weight), ("--probe-weight", args.probe_weight),
+                            ("--color-weight", args.color_weight)):
+            if value > 0:
+                raise ConfigError(f"--free-blocks {args.free_blocks} cannot go with {flag} {value}: that term reads "
+                                  f"the clip from its start, and free blocks are judged by the pixel loss alone")
+        if args.pixel_weight == 0:
+            raise ConfigError(f"--free-blocks {args.free_blocks} needs the pixel loss (--pixel-weight > 0)")
     if not args.pixel_phase >= 0:
         raise ConfigError(f"--pixel-phase must be >= 0 frames, got {args.pixel_phase}")
     if args.pixel_phase_per != "block" and not args.pixel_phase:
@@ -352,6 +393,8 @@ def train_rollout(args) -> dict:
             config.update(pixel_phase_per=args.pixel_phase_per)
     if anchor is not None:
         config.update(anchor=os.path.abspath(anchor_dir), anchor_weight=args.anchor_weight)
+    if args.free_blocks:  # runs from before the option keep their config (and resume)
+        config.update(free_blocks=args.free_blocks)
     ckpt = Checkpointer(args.out, keep=2, config=config)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
@@ -380,7 +423,8 @@ def train_rollout(args) -> dict:
         lr = lr_at(step, args.lr, args.warmup, args.steps, final_frac=1.0)
         set_lr(opt, lr)
         rng = batch_rng(args.seed, acc.process_index, step)
-        clips = data.batch(rng, args.batch)
+        free = int(rng.integers(0, args.free_blocks + 1)) if args.free_blocks else 0  # drawn only when used
+        clips = data.batch(rng, args.batch, free * stream_config.block_frames)
         exit_steps = [int(e) for e in rng.integers(0, num_steps, size=generated_blocks)]
         anchor_exit = int(rng.integers(0, num_steps)) if anchor is not None else 0  # drawn only when used
         text = encode_prompts(pipe.text_encoder, text_bank, clips.prompts, generated_blocks).to(acc.device)
@@ -390,7 +434,10 @@ def train_rollout(args) -> dict:
             disc=acc.unwrap_model(disc) if adversarial else None,
             seen=clips.seen.to(acc.device) if clips.seen is not None else None,
             truth=clips.truth.to(acc.device) if judge is not None else None, rgb=clips.object_rgb.to(acc.device),
-            phase=clips.phase.to(acc.device) if clips.phase is not None else None, anchor_exit=anchor_exit)
+            phase=clips.phase.to(acc.device) if clips.phase is not None else None, anchor_exit=anchor_exit,
+            free_blocks=free, judged_from=clips.judged_from)
+        if args.free_blocks:  # runs without the option keep their log's columns (and resume)
+            extra["free_blocks"] = free
         acc.backward(loss)
         grad_norm = optimizer_step(acc, model.parameters(), opt)
         ema.update(acc.unwrap_model(model))

@@ -55,6 +55,7 @@ TABLE_ROWS = (
     ("direction adherence, first 10 s, train", "direction_adherence_10s", "train", True),
     ("colour adherence, whole video", "color_adherence", "all", True),
     ("object presence, whole video", "presence", "all", True),
+    ("object presence, gap to the world's", "presence_gap", "all", False),
     ("switch: new attribute within 1 s", "switch_within_limit", "all", True),
     ("switch: response time (s), if it responded", "switch_response_s", "all", False),
     ("switch: background survived", "switch_background_survived", "all", True),
@@ -372,6 +373,38 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
     return results
 
 
+def world_presence(jobs: list[VideoJob], seconds: float, out_dir: str, probe, config: WorldMetricConfig,
+                   progress: bool = True) -> dict[str, float | None]:
+    """Per job name, the share of frames in which the probe finds the object in the world's own video of the
+    job (the `renderer` system's `presence`). A wrapping object is off screen part of every lap, and a pan
+    leaves it behind, so the world shows it only part of the time: a generator's presence should match this,
+    not exceed it (an object frozen in view scores 1). Cached under out_dir/world/ (the seconds recorded)."""
+    renderer, out = ReferenceVideos(System("world", "renderer", "renderer")), {}
+    for job in tqdm(jobs, desc="the world's presence", disable=not progress, dynamic_ncols=True):
+        path = os.path.join(out_dir, "world", f"{job.name}.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                cached = json.load(f)
+            if cached.get("seconds") == seconds and cached.get("job") == _clean(asdict(job)):
+                out[job.name] = cached["presence"]
+                continue
+        frames, _ = renderer.generate(job, seconds, renderer.fps)
+        presence = video_metrics(frames, job.segments, renderer.fps, probe, config)["scalars"]["presence"]
+        _write_json(path, _clean({"job": asdict(job), "seconds": seconds, "presence": presence}))
+        out[job.name] = _clean(presence)
+    return out
+
+
+def add_presence_gaps(per_system: dict[str, dict[str, dict]], world: dict[str, float | None]) -> None:
+    """Each record's scalar `presence_gap`: |its presence - the world's presence on the same job| (None where
+    either is unknown)."""
+    for videos in per_system.values():
+        for name, record in videos.items():
+            made, truth = record["scalars"].get("presence"), world.get(name)
+            gap = None if made is None or truth is None else abs(float(made) - float(truth))
+            record["scalars"]["presence_gap"] = _clean(gap)
+
+
 def aggregate(per_system: dict[str, dict[str, dict]], compare: list[tuple[str, str]], samples: int = 2000) -> dict:
     """Per system and table row: bootstrap mean + CI; per compared pair: the paired difference's CI."""
     table = {}
@@ -402,8 +435,9 @@ def markdown_table(table: dict, columns: list[str], title: str) -> str:
              "|---|" + "---|" * len(columns)]
     for row, entry in table.items():
         lines.append(f"| {row} | " + " | ".join(_cell(entry[c]) if c in entry else "n/a" for c in columns) + " |")
-    lines += ["", "Mean [95% bootstrap CI] (videos). Higher is better except response time, drift, revisit "
-              "inconsistency and freeze. A difference column is paired over the same videos; its CI excluding 0 "
+    lines += ["", "Mean [95% bootstrap CI] (videos). Higher is better except response time, the presence gap, drift, "
+              "revisit inconsistency and freeze. Presence is best where it matches the world's own share of frames "
+              "showing the object (the gap row: |presence - the world's|, per video). A difference column is paired over the same videos; its CI excluding 0 "
               "is a significant difference. n/a: no video had that event (e.g. no camera revisit, no switch)."]
     return "\n".join(lines) + "\n"
 
@@ -449,6 +483,7 @@ def run_world_eval(systems: list[System], jobs: list[VideoJob], seconds: float, 
     probe = load_probe(probe_dir)
     per_system = {s.label: measure_system(s, jobs, seconds, out_dir, probe, config, device, save_videos, progress,
                                           teacher_sampling) for s in systems}
+    add_presence_gaps(per_system, world_presence(jobs, seconds, out_dir, probe, config, progress))
     labels = [s.label for s in systems]
     if compare is None:
         compare = [(a, b) for a, b in (("hybrid", "window"), ("hybrid", "sink")) if a in labels and b in labels]
