@@ -192,7 +192,7 @@ def add_rollout_args(p) -> None:
                    help="each step draws 0..N blocks that the student makes after the context on its own, as at "
                         "inference (no gradient, not judged), before the judged blocks of --latent-frames; the "
                         "clips are rendered that much longer. Judges the stream deep into its own history, where "
-                        "the object fades (0: off; pixel loss and anchor only)")
+                        "the object fades (0: off)")
     p.add_argument("--mixture", default=None, metavar="NAME=W,...",
                    help="scenario mixture of the clips, as train teacher --mixture (default: plain=0.5,"
                         "pan_and_return=0.25,wraparound=0.25)")

@@ -79,8 +79,8 @@ class RolloutClips:
     pixels: torch.Tensor  # [B, 3, T, H, W] in [-1, 1], the clip from pixel frame `judged_from` on
     object_mask: torch.Tensor  # [B, 1, T, H, W] bool, the object's exact pixels, the same frames
     prompts: list[str]
-    seen: torch.Tensor | None = None  # [B, 3, T, H, W] the clip through the VAE (encoded, decoded), with a decoder
-    truth: FrameTruth | None = None  # [B, T] the world's answers per frame, with a probe config
+    seen: torch.Tensor | None = None  # [B, 3, T, H, W] the whole clip through the VAE (encoded, decoded), with a decoder
+    truth: FrameTruth | None = None  # [B, T] the world's answers per frame of the whole clip, with a probe config
     object_rgb: torch.Tensor | None = None  # [B, 3] the objects' exact colours in [-1, 1]
     phase: PhaseTargets | None = None  # the clips at other timings of the object, with phase_frames
     judged_from: int = 0  # the first pixel frame of `pixels`, `object_mask` and `phase`: 0 unless free frames
@@ -96,7 +96,8 @@ class WorldRollouts:
     (`RolloutClips.phase`, the targets of the timing-tolerant pixel loss).
 
     `batch(..., free_frames=N)` renders clips N latent frames longer: the student makes those frames on its
-    own after the context, unjudged (`--free-blocks`), so the targets start at the first judged frame."""
+    own after the context, unjudged (`--free-blocks`), so the pixel targets start at the first judged frame
+    (`seen` and `truth` still cover the whole clip)."""
 
     def __init__(self, vae, model_config, latent_frames: int, context_frames: int,
                  mixture: dict[str, float] | None = None, split: str = "train",
@@ -113,9 +114,6 @@ class WorldRollouts:
         cfg = self.config
         if free_frames < 0:
             raise ValueError(f"free_frames must be >= 0, got {free_frames!r}")
-        if free_frames and (self.decoder is not None or self.probe_config is not None):
-            raise ValueError("free frames need clips without the VAE's copy or the probe's records (they are read "
-                             "from the clip's start)")
         n_frames = pixel_frames_for(self.latent_frames + free_frames, cfg.vae_scale_temporal)
         start = first_pixel_frame(self.context_frames + free_frames, cfg.vae_scale_temporal) if free_frames else 0
         clips = [sample_training_clip(rng, n_frames / cfg.fps, cfg.height, cfg.fps, self.mixture, self.split)
@@ -206,17 +204,17 @@ class RolloutLoss(nn.Module):
         With free_blocks > 0 the student first makes that many blocks after the context as at inference (every
         denoising step, no graph, unjudged; in `hybrid` the frames they push out of the window go to the
         memory), and the judged blocks follow; then `pixels`, `object_mask` and `phase` start at pixel frame
-        `judged_from`, the first judged block's (`WorldRollouts.batch(..., free_frames)`)."""
+        `judged_from`, the first judged block's (`WorldRollouts.batch(..., free_frames)`), while `seen` and
+        `truth` cover the whole clip; the discriminator sees the last free block's frames before the first
+        judged block."""
         judge = self.probe[0] if self.probe_weight > 0 else None
         decoder = self.decoder[0]
         temporal, history = self.student.config.vae_scale_temporal, self.history_frames
         state = start_from_context(self.generator, decoder, context, text, seed)
-        if free_blocks and (disc is not None or judge is not None or self.color_weight > 0):
-            raise ValueError("free blocks are judged by the pixel loss alone: the discriminator, probe and colour "
-                             "terms read the clip from its start")
+        free_pixels = None  # [B, 3, Tb, H, W] the last free block's frames: what D sees before the first judged block
         with torch.no_grad():
             for _ in range(free_blocks):
-                decoder.decode(state.decoder, self.generator.generate_block(state))
+                free_pixels = decoder.decode(state.decoder, self.generator.generate_block(state)).float()
         offset = first_pixel_frame(state.frame_index, temporal) if free_blocks else 0
         if judged_from != offset:
             raise ValueError(f"the targets start at pixel frame {judged_from}, but the first judged block's is "
@@ -248,7 +246,10 @@ class RolloutLoss(nn.Module):
                 object_sq += float((err * mask).sum())
                 object_n += float(mask.sum())
             if disc is not None:  # the frames before the block: the context's through the VAE, then the student's
-                before = seen[:, :, p0 - history:p0] if block == 0 else fakes[-1][:, :, -history:].detach()
+                if block == 0:
+                    before = seen[:, :, p0 - history:p0] if free_pixels is None else free_pixels[:, :, -history:]
+                else:
+                    before = fakes[-1][:, :, -history:].detach()
                 fakes.append(torch.cat([before, pred.clamp(-1, 1)], dim=2))  # [B, 3, history + Tb, H, W]
                 reals.append(seen[:, :, p0 - history:p1])
                 texts.append(pooled_text(text, block))
@@ -290,14 +291,6 @@ def _check(args) -> dict[str, float] | None:
     check_counts(args, "steps", "batch", "save_every", "log_every", "context_blocks", "disc_width", "disc_steps")
     if not args.free_blocks >= 0:
         raise ConfigError(f"--free-blocks must be >= 0, got {args.free_blocks}")
-    if args.free_blocks:
-        for flag, value in (("--adversarial-weight", args.adversarial_weight), ("--probe-weight", args.probe_weight),
-                            ("--color-weight", args.color_weight)):
-            if value > 0:
-                raise ConfigError(f"--free-blocks {args.free_blocks} cannot go with {flag} {value}: that term reads "
-                                  f"the clip from its start, and free blocks are judged by the pixel loss alone")
-        if args.pixel_weight == 0:
-            raise ConfigError(f"--free-blocks {args.free_blocks} needs the pixel loss (--pixel-weight > 0)")
     if not args.pixel_phase >= 0:
         raise ConfigError(f"--pixel-phase must be >= 0 frames, got {args.pixel_phase}")
     if args.pixel_phase_per != "block" and not args.pixel_phase:
