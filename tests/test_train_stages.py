@@ -564,6 +564,22 @@ def test_a_shipped_student_continues_with_a_recovered_encoder(runs, tmp_path, ca
     assert "its decoder differs from" in err and "train vae --decoder-from" in err
 
 
+def rollout_run(runs, out, steps, *extra, mixture="plain=0.5,wraparound=0.5"):
+    """`train rollout` of the chained runs' student on 9-frame clips, one clip a step."""
+    return main(["train", "rollout", "--student", os.path.join(runs["long"], "student"), "--out", str(out),
+                 "--latent-frames", "9", "--mixture", mixture, "--steps", str(steps), "--batch", "1",
+                 *runs["common"], *extra])
+
+
+def whole_and_resumed(run, tmp_path, steps, *flags):
+    """The logs of `run` for `steps` steps in one go (tmp_path/whole) and stopped one step short, then resumed
+    (tmp_path/split)."""
+    assert run(tmp_path / "whole", steps, *flags) == 0
+    assert run(tmp_path / "split", steps - 1, *flags) == 0
+    assert run(tmp_path / "split", steps, *flags, "--resume") == 0
+    return read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+
+
 def test_rollout_loss_compares_each_generated_block_with_its_own_frames(runs):
     """The rollout stage's loss: the student continues the context through the streaming generator, and each
     block's x0, decoded through the decoder's causal cache (primed on the context, detached between blocks),
@@ -624,9 +640,7 @@ def test_rollout_stage_trains_resumes_exactly_and_exports_a_student(runs, tmp_pa
     student = os.path.join(runs["long"], "student")
 
     def run(out, steps, *extra):
-        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
-                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1", *runs["common"],
-                     *extra])
+        return rollout_run(runs, out, steps, *extra)
 
     assert run(tmp_path / "whole", 3) == 0
     assert run(tmp_path / "split", 2) == 0 and run(tmp_path / "split", 3, "--resume") == 0
@@ -717,10 +731,8 @@ def test_rollout_stage_with_a_discriminator_resumes_exactly(runs, tmp_path, caps
     student = os.path.join(runs["long"], "student")
 
     def run(out, steps, *extra):
-        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
-                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
-                     "--adversarial-weight", "0.1", "--disc-width", "4", "--disc-steps", "2", *runs["common"],
-                     *extra])
+        return rollout_run(runs, out, steps, "--adversarial-weight", "0.1", "--disc-width", "4", "--disc-steps", "2",
+                           *extra)
 
     assert run(tmp_path / "whole", 3) == 0
     assert run(tmp_path / "split", 2) == 0 and run(tmp_path / "split", 3, "--resume") == 0
@@ -965,9 +977,7 @@ def test_rollout_probe_term_reads_every_generated_frame_and_resumes_exactly(runs
     student = os.path.join(runs["long"], "student")
 
     def run(out, steps, *extra):
-        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
-                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
-                     "--probe-weight", "0.2", "--probe", PROBE_DIR, *runs["common"], *extra])
+        return rollout_run(runs, out, steps, "--probe-weight", "0.2", "--probe", PROBE_DIR, *extra)
 
     assert run(tmp_path / "whole", 2) == 0
     assert "the probe eval-world measures with" in capsys.readouterr().out  # the shipped probe: a warning
@@ -1026,12 +1036,8 @@ def test_rollout_color_term_compares_each_frame_with_the_world_through_the_vae(r
         term, _ = color_area_term(seen[:, :, 9:21], seen[:, :, 9:21], rgb, torch.tensor([share]), 0.25)
     assert term.item() == 0
 
-    student = os.path.join(runs["long"], "student")
-
     def run(out, steps, *extra):
-        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
-                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
-                     "--color-weight", "0.3", *runs["common"], *extra])
+        return rollout_run(runs, out, steps, "--color-weight", "0.3", *extra)
 
     assert run(tmp_path / "whole", 2) == 0
     assert run(tmp_path / "split", 1) == 0 and run(tmp_path / "split", 2, "--resume") == 0
@@ -1086,17 +1092,10 @@ def test_rollout_pixel_phase_forgives_the_objects_timing(runs, tmp_path, capsys)
     tolerant.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.transformer.parameters())
 
-    student = os.path.join(runs["long"], "student")
-
     def run(out, steps, *extra):
-        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
-                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
-                     *runs["common"], *extra])
+        return rollout_run(runs, out, steps, *extra)
 
-    assert run(tmp_path / "whole", 2, "--pixel-phase", "2") == 0
-    assert run(tmp_path / "split", 1, "--pixel-phase", "2") == 0
-    assert run(tmp_path / "split", 2, "--pixel-phase", "2", "--resume") == 0
-    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    whole, split = whole_and_resumed(run, tmp_path, 2, "--pixel-phase", "2")
     for column in ("loss", "phase_shift", "pixel_exact"):
         assert np.isfinite(whole[column]).all(), column
         np.testing.assert_allclose(split[column], whole[column], rtol=1e-5, err_msg=column)
@@ -1190,14 +1189,9 @@ def test_rollout_free_blocks_judge_the_stream_deep_in_its_own_history(runs, tmp_
     assert data.batch(batch_rng(0, 0, 2), 1).judged_from == 0  # without free frames: the whole clip, as before
 
     def run(out, steps, *extra):
-        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
-                     "--mixture", "plain=0.5,wraparound=0.5", "--steps", str(steps), "--batch", "1",
-                     *runs["common"], *extra])
+        return rollout_run(runs, out, steps, *extra)
 
-    assert run(tmp_path / "whole", 3, "--free-blocks", "2") == 0
-    assert run(tmp_path / "split", 2, "--free-blocks", "2") == 0
-    assert run(tmp_path / "split", 3, "--free-blocks", "2", "--resume") == 0
-    whole, split = read_csv(tmp_path / "whole" / "log.csv"), read_csv(tmp_path / "split" / "log.csv")
+    whole, split = whole_and_resumed(run, tmp_path, 3, "--free-blocks", "2")
     assert np.isfinite(whole["loss"]).all() and set(whole["free_blocks"]) <= {0, 1, 2}
     np.testing.assert_allclose(split["loss"], whole["loss"], rtol=1e-5)
     config = torch.load(sorted((tmp_path / "whole").glob("ckpt-*.pt"))[-1], weights_only=False)["config"]
@@ -1253,8 +1247,7 @@ def test_rollout_anchor_keeps_the_first_block_from_noise(runs, tmp_path, capsys)
         check_anchor(odd, frozen, "odd", student)
 
     def run(out, steps, *extra):
-        return main(["train", "rollout", "--student", student, "--out", str(out), "--latent-frames", "9",
-                     "--mixture", "plain=1", "--steps", str(steps), "--batch", "1", *runs["common"], *extra])
+        return rollout_run(runs, out, steps, *extra, mixture="plain=1")
 
     assert run(tmp_path / "whole", 2, "--anchor-weight", "2") == 0
     assert run(tmp_path / "split", 1, "--anchor-weight", "2") == 0
