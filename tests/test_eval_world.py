@@ -285,6 +285,9 @@ def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path, capsys):
     assert (record["system"]["window"], record["system"]["sink"]) == (6, None)
     assert main([*argv[:4], "w=hybrid,window=9", *argv[7:]]) == 2  # the cache was made with window 6
     assert "generated with stream settings {'window': 6, 'sink': None}" in capsys.readouterr().err
+    longer = [a if a != "1.5" else "2" for a in argv]
+    assert main(longer) == 2  # the cached videos are 1.5 s long
+    assert "is a 1.5 s video, not 2 s; pass another --out-dir" in capsys.readouterr().err
     assert main([*argv, "--compare", "hybrid,sink"]) == 2
     assert "--compare 'hybrid,sink': write A,B with two of the system labels" in capsys.readouterr().err
 

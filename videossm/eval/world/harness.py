@@ -19,7 +19,8 @@ renderer makes for that scenario (for `prompt_switch`, one switch at mid-video).
 compared on paired videos, and the difference hybrid - window is bootstrapped over the pairs.
 
 Resumable: each video's metrics are written to `OUT/videos/LABEL/JOB.json` as soon as they are
-measured (atomically); a rerun skips what exists. Outputs: `OUT/results.json` (every video's metrics
+measured (atomically); a rerun skips what exists, and refuses a record of another length or stream
+settings. Outputs: `OUT/results.json` (every video's metrics
 and the aggregates), `OUT/table.md`, `OUT/curves.png` (metric vs time, mean per system).
 """
 
@@ -314,7 +315,8 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
     rest) is how a `teacher:DIR` system samples; it is kept in each of its records, and a cached record made
     with other settings is an error rather than a silent mix. So is a generator's record made with another
     window or sink than the system now streams with (e.g. a checkpoint re-shipped with other settings;
-    records older than this check carry no `stream` and are taken as they are)."""
+    records older than this check carry no `stream` and are taken as they are), and a record of another
+    length than `seconds` (older records carry no `seconds`)."""
     sampling, settings = None, stream_settings(system)
     if system.memory == "teacher":
         sampling = {**DEFAULT_TEACHER_SAMPLING, **(teacher_sampling or {})}
@@ -338,6 +340,9 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
             if recorded != wanted:
                 raise ConfigError(f"{path} was generated with stream settings {recorded}, not {wanted}; pass another "
                                   f"--out-dir (or label) for other settings")
+            if cached.get("seconds", seconds) != seconds:  # records older than this check carry no seconds
+                raise ConfigError(f"{path} is a {cached['seconds']:g} s video, not {seconds:g} s; pass another "
+                                  f"--out-dir for another length")
             if settings and cached.get("stream", settings) != settings:
                 raise ConfigError(f"{path} was generated with {cached['stream']}, and {system.model} now streams "
                                   f"with {settings}; pass another --out-dir (or label), or delete the record")
@@ -358,7 +363,7 @@ def measure_system(system: System, jobs: list[VideoJob], seconds: float, out_dir
             frames, stats = pipe.generate(job.timeline(fps), seconds, seed=job.seed)
         metrics = video_metrics(frames, job.segments, fps, probe, config)
         stream = None if isinstance(pipe, (ReferenceVideos, TeacherVideos)) else window_and_sink(pipe.stream_config)
-        record = _clean({"job": asdict(job), "system": asdict(system), "trained": pipe.trained,
+        record = _clean({"job": asdict(job), "seconds": seconds, "system": asdict(system), "trained": pipe.trained,
                          "gen_fps": stats["fps"], **({"sampling": sampling} if sampling else {}),
                          **({"stream": stream} if stream else {}), **metrics})
         if save_videos:
