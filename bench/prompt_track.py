@@ -25,6 +25,7 @@ from bench.motion_words import window_velocities
 from videossm.eval.world.probe import load_probe
 from videossm.pipeline import VideoSSMPipeline
 from videossm.world import COLORS, SHAPES, render_clip
+from videossm.world.renderer import DEFAULT_FPS
 
 
 def track(frames: np.ndarray, probe, fps: int, span_frames: int) -> list[dict]:
@@ -84,7 +85,7 @@ def main() -> None:
     if world and (args.switch_to or args.window or args.sink):
         p.error("renderer reads the world's own video of one prompt: no --switch-to, --window or --sink")
     if world:
-        fps = 16
+        fps = DEFAULT_FPS
     else:
         overrides = {k: v for k, v in (("window_frames", args.window), ("sink_frames", args.sink)) if v is not None}
         pipe = VideoSSMPipeline.from_pretrained(args.model, **overrides)

@@ -259,11 +259,12 @@ def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path, capsys):
     video = next(iter(results["videos"]["hybrid"].values()))
     assert video["trained"] is False and len(video["curves"]["t"]) == 1
     # the presence gap: |presence - the world's presence on the job|, the world read once per job and cached
-    world = {p.stem: json.loads(p.read_text()) for p in (out / "world").glob("*.json")}
+    world = {p.stem: json.loads(p.read_text()) for p in (out / "videos" / "world").glob("*.json")}
     assert set(world) == set(results["videos"]["hybrid"]) and all(w["seconds"] == 1.5 for w in world.values())
+    assert all(w["system"]["memory"] == "renderer" for w in world.values())
     for label, videos in results["videos"].items():
         for name, v in videos.items():
-            expected = abs(v["scalars"]["presence"] - world[name]["presence"])
+            expected = abs(v["scalars"]["presence"] - world[name]["scalars"]["presence"])
             assert v["scalars"]["presence_gap"] == pytest.approx(expected), (label, name)
     assert results["table"]["object presence, gap to the world's"]["renderer"]["mean"] == 0.0
     table = (out / "table.md").read_text()
@@ -288,6 +289,8 @@ def test_eval_world_end_to_end_with_the_untrained_test_preset(tmp_path, capsys):
     longer = [a if a != "1.5" else "2" for a in argv]
     assert main(longer) == 2  # the cached videos are 1.5 s long
     assert "is a 1.5 s video, not 2 s; pass another --out-dir" in capsys.readouterr().err
+    assert main([*argv[:4], "world=hybrid", *argv[7:]]) == 2
+    assert "the label 'world' is reserved for the world's own videos" in capsys.readouterr().err
     assert main([*argv, "--compare", "hybrid,sink"]) == 2
     assert "--compare 'hybrid,sink': write A,B with two of the system labels" in capsys.readouterr().err
 

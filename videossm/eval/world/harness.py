@@ -72,6 +72,7 @@ CURVES = ("color_adherence", "shape_adherence", "direction_adherence", "presence
 
 
 STREAM_OVERRIDES = {"window": "window_frames", "sink": "sink_frames"}  # MEMORY,KEY=N -> StreamConfig field
+WORLD_LABEL = "world"  # the records of the world's own videos, measured for the presence gap (a reserved label)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,9 @@ def parse_system(text: str, default_model: str | None = None) -> System:
     MODEL, `default_model` or, when that is None, the shipped checkpoint of MEMORY (config.default_model)."""
     head, *settings = text.split(",")
     label, _, spec = head.rpartition("=")
+    if label == WORLD_LABEL:
+        raise ConfigError(f"system {text!r}: the label {WORLD_LABEL!r} is reserved for the world's own videos "
+                          f"(the presence gap's reference); pick another")
     if spec == "renderer" or spec.startswith(("vae:", "teacher:")):
         if settings:
             raise ConfigError(f"system {text!r}: stream settings apply to generators, not to {spec.split(':')[0]}")
@@ -383,21 +387,11 @@ def world_presence(jobs: list[VideoJob], seconds: float, out_dir: str, probe, co
     """Per job name, the share of frames in which the probe finds the object in the world's own video of the
     job (the `renderer` system's `presence`). A wrapping object is off screen part of every lap, and a pan
     leaves it behind, so the world shows it only part of the time: a generator's presence should match this,
-    not exceed it (an object frozen in view scores 1). Cached under out_dir/world/ (the seconds recorded)."""
-    renderer, out = ReferenceVideos(System("world", "renderer", "renderer")), {}
-    for job in tqdm(jobs, desc="the world's presence", disable=not progress, dynamic_ncols=True):
-        path = os.path.join(out_dir, "world", f"{job.name}.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                cached = json.load(f)
-            if cached.get("seconds") == seconds and cached.get("job") == _clean(asdict(job)):
-                out[job.name] = cached["presence"]
-                continue
-        frames, _ = renderer.generate(job, seconds, renderer.fps)
-        presence = video_metrics(frames, job.segments, renderer.fps, probe, config)["scalars"]["presence"]
-        _write_json(path, _clean({"job": asdict(job), "seconds": seconds, "presence": presence}))
-        out[job.name] = _clean(presence)
-    return out
+    not exceed it (an object frozen in view scores 1). Measured as a `renderer` system labelled `world`, so
+    its records are cached under out_dir/videos/world/ like any system's."""
+    world = System(WORLD_LABEL, "renderer", "renderer")
+    records = measure_system(world, jobs, seconds, out_dir, probe, config, progress=progress)
+    return {name: record["scalars"].get("presence") for name, record in records.items()}
 
 
 def add_presence_gaps(per_system: dict[str, dict[str, dict]], world: dict[str, float | None]) -> None:
@@ -440,10 +434,11 @@ def markdown_table(table: dict, columns: list[str], title: str) -> str:
              "|---|" + "---|" * len(columns)]
     for row, entry in table.items():
         lines.append(f"| {row} | " + " | ".join(_cell(entry[c]) if c in entry else "n/a" for c in columns) + " |")
-    lines += ["", "Mean [95% bootstrap CI] (videos). Higher is better except response time, the presence gap, drift, "
-              "revisit inconsistency and freeze. Presence is best where it matches the world's own share of frames "
-              "showing the object (the gap row: |presence - the world's|, per video). A difference column is paired over the same videos; its CI excluding 0 "
-              "is a significant difference. n/a: no video had that event (e.g. no camera revisit, no switch)."]
+    lines += ["", "Mean [95% bootstrap CI] (videos). Higher is better except response time, the presence gap, "
+              "drift, revisit inconsistency and freeze. Presence is best where it matches the world's own share of "
+              "frames showing the object (the gap row: |presence - the world's|, per video). A difference column "
+              "is paired over the same videos; its CI excluding 0 is a significant difference. n/a: no video had "
+              "that event (e.g. no camera revisit, no switch)."]
     return "\n".join(lines) + "\n"
 
 
