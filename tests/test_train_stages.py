@@ -67,6 +67,33 @@ def test_teacher_trains_transformer_and_text_encoder(runs):
     assert os.path.exists(os.path.join(runs["teacher"], "samples", "final", "heldout.mp4"))
 
 
+def test_teacher_init_from_a_student_trains_its_transformer_and_keeps_its_text_encoder(runs, tmp_path, capsys):
+    from videossm.pipeline import VideoSSMPipeline
+
+    student_dir = os.path.join(runs["long"], "student")
+    out = str(tmp_path / "recovered")
+    assert main(["train", "teacher", "--vae", runs["vae"], "--out", out, "--init-from", student_dir,
+                 "--latent-frames", "6", "--steps", "2", "--batch", "2", "--sample-steps", "1", "--sample-every", "0",
+                 "--log-every", "1", "--lr", "1e-3", "--warmup", "0"]) == 0
+    log = read_csv(os.path.join(out, "log.csv"))
+    assert len(log["loss"]) == 2 and np.isfinite(log["loss"]).all()
+    student = VideoSSMPipeline.from_pretrained(student_dir, dtype=torch.float32)
+    start = {**{f"transformer.{k}": v for k, v in student.transformer.state_dict().items()},
+             **{f"text_model.{k}": v for k, v in student.text_encoder.model.state_dict().items()}}
+    weights = _ckpt_model(out)["model"]
+    assert weights.keys() == start.keys()
+    moved = {k for k, v in start.items() if not torch.equal(v, weights[k])}
+    assert any(k.startswith("transformer.blocks.0.attn1") for k in moved), "the transformer must learn"
+    assert not any(k.startswith("text_model.") for k in moved), "the students' text encoder must stay as it is"
+    teacher = VideoSSMPipeline.from_pretrained(os.path.join(out, "teacher"), dtype=torch.float32)
+    assert teacher.model_config.to_dict() == student.model_config.to_dict()
+    prompt = "a red circle moving right on a gray background"
+    assert torch.equal(teacher.text_encoder.encode(prompt), student.text_encoder.encode(prompt))
+    assert main(["train", "teacher", "--vae", runs["vae"], "--out", str(tmp_path / "x"),
+                 "--init-from", str(tmp_path / "missing"), "--steps", "1"]) == 2
+    assert "--init-from" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("replay", [[], ["--reuse", "2", "--replay-window", "2"]],
                          ids=["fresh", "replay"])
 def test_teacher_resumes_where_it_stopped(runs, tmp_path, replay):

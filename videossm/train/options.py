@@ -23,6 +23,11 @@ def add_teacher_args(p) -> None:
     p.add_argument("--vae", required=True, help="the trained VAE folder (train vae's OUT/vae)")
     p.add_argument("--out", default="runs/teacher", help="run folder: checkpoints, logs, plots, teacher/, samples/")
     p.add_argument("--preset", default="tiny", help="transformer preset (tiny; test for smoke runs)")
+    p.add_argument("--init-from", default=None,
+                   help="start from this checkpoint folder's transformer and text encoder (a shipped student such as "
+                        "assets/videossm-hybrid, or a teacher) instead of fresh weights; its model config replaces "
+                        "--preset, and its text encoder stays frozen, so the students keep reading the same prompt "
+                        "embeddings. Recovers a teacher for the shipped students when the original is lost")
     p.add_argument("--latent-frames", type=int, default=21, help="clip length in latent frames (21: 5 s)")
     p.add_argument("--short-frames", type=int, default=0,
                    help="length of the short clips mixed in (0: none); attention cost grows with the square of the "

@@ -82,7 +82,18 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor, cell_weight: torch.Te
     return (weight * (pred - target) ** 2).sum() / weight.sum()
 
 
-def build_teacher(preset: str, seed: int) -> tuple[TeacherLoss, TextEncoder]:
+def build_teacher(preset: str, seed: int, init_from: str | None = None) -> tuple[TeacherLoss, TextEncoder]:
+    """Fresh weights of `preset`, or with `init_from` (a checkpoint folder) that folder's transformer and text
+    encoder, the text encoder frozen."""
+    if init_from is not None:
+        from .causal import load_checkpoint
+
+        if not os.path.isdir(init_from):
+            raise ConfigError(f"--init-from {init_from!r} is not a folder (a student or teacher checkpoint)")
+        pipe = load_checkpoint(init_from, "cpu")
+        text = pipe.text_encoder
+        text.model.requires_grad_(False)
+        return TeacherLoss(pipe.transformer.requires_grad_(True).train(), text.model), text
     config = get_model_config(preset)
     torch.manual_seed(seed)
     tokenizer = word_level_tokenizer(vocabulary())
@@ -141,7 +152,7 @@ def train_teacher(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     acc = Accelerator(cpu=args.cpu)
-    model, text = build_teacher(args.preset, args.seed)
+    model, text = build_teacher(args.preset, args.seed, args.init_from)
     vae = load_frozen_vae(args.vae, acc.device)
     check_geometry(vae, model.transformer.config)
     mixture = parse_mixture(args.mixture) if args.mixture else None
@@ -160,8 +171,9 @@ def train_teacher(args) -> dict:
                                        is_short)
     ckpt = Checkpointer(args.out, keep=2, config={
         "stage": "teacher", "model": model.transformer.config.to_dict(), "text": model.text_model.config.to_dict(),
-        "vae": dict(vae.config), "latent_frames": args.latent_frames, "seed": args.seed})
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+        "vae": dict(vae.config), "latent_frames": args.latent_frames, "seed": args.seed,
+        **({"init_from": args.init_from} if args.init_from else {})})  # runs from before the option keep their config
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
     ema = EMA(acc.unwrap_model(model), decay=args.ema)
     state = ckpt.resume(acc, model, opt, ema, require=args.resume)
