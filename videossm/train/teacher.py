@@ -173,7 +173,8 @@ def train_teacher(args) -> dict:
         "stage": "teacher", "model": model.transformer.config.to_dict(), "text": model.text_model.config.to_dict(),
         "vae": dict(vae.config), "latent_frames": args.latent_frames, "seed": args.seed,
         **({"init_from": args.init_from} if args.init_from else {})})  # runs from before the option keep their config
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    trained = [p for p in model.parameters() if p.requires_grad]  # all but a frozen --init-from text encoder
+    opt = torch.optim.AdamW(trained, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = acc.prepare(model, opt)
     ema = EMA(acc.unwrap_model(model), decay=args.ema)
     state = ckpt.resume(acc, model, opt, ema, require=args.resume)
