@@ -6,7 +6,6 @@ the shipped students: the same latent space and the same text embeddings."""
 
 import os
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -28,13 +27,13 @@ def test_recovered_vae_encodes_into_the_shipped_decoders_latent_space():
     assert latent_space_difference(shipped, vae, "decoder", half=True) is None
     clip = render_clip("a red circle moving right on a gray background", 1.0, seed=3)
     frames = clip.frames[:9]  # uint8 [9, H, W, 3]: 1 + 4k frames, three latent frames
-    with torch.no_grad():
-        rebuilt = reconstruct(vae, frames)
+    rebuilt = reconstruct(vae, frames)
     assert rebuilt.shape == frames.shape
-    assert psnr(rebuilt, frames) > 22.0  # 27.4 dB on the run's own evaluation (docs/TRAINING.md)
+    assert psnr(rebuilt, frames) > 22.0  # 27.2 / 27.3 dB on the run's own clips (docs/TRAINING.md)
 
 
 def test_recovered_teacher_shares_the_students_text_encoder_and_vae():
+    from videossm.models.vae import latent_space_difference, load_vae
     from videossm.weights.checkpoint import read_config
 
     teacher = os.path.join(RECIPE, "teacher")
@@ -47,10 +46,9 @@ def test_recovered_teacher_shares_the_students_text_encoder_and_vae():
     assert ours.keys() == theirs.keys()
     for name in ours:  # frozen by `train teacher --init-from`: the students read these very embeddings
         torch.testing.assert_close(ours[name].float(), theirs[name].float(), rtol=0, atol=0, msg=name)
-    vae_ours = load_file(os.path.join(teacher, "vae", "diffusion_pytorch_model.safetensors"))
-    vae_kept = load_file(os.path.join(RECIPE, "vae", "diffusion_pytorch_model.safetensors"))
-    assert vae_ours.keys() == vae_kept.keys()
-    assert all(torch.equal(vae_ours[k], vae_kept[k]) for k in vae_ours)
+    vae_ours, vae_kept = load_vae(os.path.join(teacher, "vae")), load_vae(os.path.join(RECIPE, "vae"))
+    for part in ("encoder", "decoder"):  # exact tensors and latent statistics: the latents it was trained on
+        assert latent_space_difference(vae_kept, vae_ours, part) is None
 
 
 @pytest.mark.parametrize("part", ["vae", "teacher"])
@@ -59,4 +57,4 @@ def test_kept_checkpoints_hold_no_training_state(part):
     files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(RECIPE, part)) for f in fs]
     assert files, f"recipe/{part} is missing"
     assert not [f for f in files if f.endswith(".pt")]
-    assert np.sum([os.path.getsize(f) for f in files]) < 48 * 2 ** 20
+    assert sum(os.path.getsize(f) for f in files) < 48 * 2 ** 20
