@@ -107,10 +107,10 @@ stage teacher "$RUNS/teacher-from-hybrid" --vae "$RUNS/vae-enc-anchor/vae" --ini
 # 200 steps of the long stage at the window the models stream with (24 / 6, 6 s: longer than the ~4 s a
 # wrapping object spends off screen), its regression term on 10 s clips that are mostly wraparounds
 for mode in $MODES; do
-  stage long "$RUNS/long7-w24-return-$mode" --student "$RUNS/ship3-$mode" --teacher "$RUNS/teacher-from-hybrid/teacher" \
-    --memory "$mode" --window-frames 24 --sink-frames 6 --steps 200 --regression-weight 1 \
-    --motion-switch-share 0.25 --mixture plain=0.25,wraparound=0.75 --regression-frames 42 --object-weight 5 \
-    --context-grad --save-every 20
+  stage long "$RUNS/long7-w24-return-$mode" --student "$RUNS/ship3-$mode" \
+    --teacher "$RUNS/teacher-from-hybrid/teacher" --memory "$mode" --window-frames 24 --sink-frames 6 \
+    --steps 200 --regression-weight 1 --motion-switch-share 0.25 --mixture plain=0.25,wraparound=0.75 \
+    --regression-frames 42 --object-weight 5 --context-grad --save-every 20
   python -m videossm train ship --student "$RUNS/long7-w24-return-$mode/student" --to "assets/videossm-$mode" \
     --window-frames 24 --sink-frames 6
 done
