@@ -105,12 +105,14 @@ stage teacher "$RUNS/teacher-from-hybrid" --vae "$RUNS/vae-enc-anchor/vae" --ini
   --short-frames 9 --short-share 0.75 --reuse 4 --steps 2000 --train-shift 6 --lr 1e-4 --warmup 50 --ema 0.995 \
   --save-every 100 --sample-every 0
 # 200 steps of the long stage at the window the models stream with (24 / 6, 6 s: longer than the ~4 s a
-# wrapping object spends off screen), its regression term on 10 s clips that are mostly wraparounds
+# wrapping object spends off screen), its regression term on 10 s clips that are mostly wraparounds, the
+# object's latent cells weighted 20x (the third set, long7-w24-return-MODE, weighted them 5x and lost the object
+# more often: docs/TRAINING.md, "The fourth shipped set")
 for mode in $MODES; do
-  stage long "$RUNS/long7-w24-return-$mode" --student "$RUNS/ship3-$mode" \
+  stage long "$RUNS/long8-w24-obj20-$mode" --student "$RUNS/ship3-$mode" \
     --teacher "$RUNS/teacher-from-hybrid/teacher" --memory "$mode" --window-frames 24 --sink-frames 6 \
     --steps 200 --regression-weight 1 --motion-switch-share 0.25 --mixture plain=0.25,wraparound=0.75 \
-    --regression-frames 42 --object-weight 5 --context-grad --save-every 20
-  python -m videossm train ship --student "$RUNS/long7-w24-return-$mode/student" --to "assets/videossm-$mode" \
+    --regression-frames 42 --object-weight 20 --context-grad --save-every 20
+  python -m videossm train ship --student "$RUNS/long8-w24-obj20-$mode/student" --to "assets/videossm-$mode" \
     --window-frames 24 --sink-frames 6
 done

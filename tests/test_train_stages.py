@@ -951,7 +951,7 @@ def test_model_card_follows_the_recipe_chain_and_quotes_the_eval_table(runs, tmp
     assert f"| causal-cgrad-long | `{recipe / 'causal-cgrad-long'}` | not run yet" in text  # the recipe's chain
     assert f"| dmd3 | `{recipe / 'dmd3-hybrid'}` | not run yet" in text
     assert f"| teacher-from-hybrid | `{recipe / 'teacher-from-hybrid'}` | not run yet" in text  # then the return
-    assert f"| long7-w24-return | `{recipe / 'long7-w24-return-sink'}` | not run yet" in text  # stage's chain
+    assert f"| long8-w24-obj20 | `{recipe / 'long8-w24-obj20-sink'}` | not run yet" in text  # stage's chain
     # Runs whose folders are gone keep their rows (and the init's kind) from the card being replaced, and the
     # checkpoints table follows a re-ship with other stream settings.
     os.unlink(recipe / "teacher")
